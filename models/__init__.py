@@ -1,0 +1,1 @@
+"""TurboTrain models: pure PyTorch + spconv + einops. No distributed code lives here."""

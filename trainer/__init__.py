@@ -1,0 +1,1 @@
+"""TurboTrain trainer: data pipeline, losses, balancer rules, training loop, evaluation."""

@@ -1,0 +1,1 @@
+"""Data: synthetic scene generator, OpenCOOD -> WebDataset converter, shard loader, collate."""
