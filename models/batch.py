@@ -31,9 +31,11 @@ class Batch:
     frame_mask: Tensor
     """[B, A, T] bool, True where that agent has a LiDAR frame at that history step."""
     history_to_now: Tensor
-    """[B, A, T, 3, 3] float32 SE(2): agent a's BEV frame at history step t -> its BEV frame now."""
+    """[B, A, T, 3, 3] float32 2-D homogeneous transform: agent a's BEV frame at history step t -> its
+    BEV frame now. Rigid (SE(2)) from the data; augmentation may add a global flip / scale, so
+    consumers treat it as a general 2-D affine map."""
     agent_to_ego: Tensor
-    """[B, A, 3, 3] float32 SE(2): agent a's BEV frame now -> the ego BEV frame now."""
+    """[B, A, 3, 3] float32 2-D homogeneous transform: agent a's BEV frame now -> the ego BEV frame now."""
     gt_boxes: Tensor
     """[B, M, 7] float32 (x, y, z, l, w, h, yaw) in the ego BEV frame now; l/w/h are full sizes."""
     gt_classes: Tensor
@@ -51,7 +53,9 @@ class Batch:
     gt_past_valid: Tensor
     """[B, M, T] bool."""
     keys: list[str]
-    """[B] sample keys, ``scenario/ego_id/timestamp``."""
+    """[B] sample keys, ``{scenario}__{ego_id}__{timestamp}``."""
+    num_skipped: int = 0
+    """Corrupt samples the producing loader worker skipped since its previous batch (for logging)."""
 
     @property
     def num_scenes(self) -> int:
