@@ -1,0 +1,51 @@
+"""Plain-text rendering of the metrics dict for logs and the console."""
+
+from __future__ import annotations
+
+import math
+
+_PREDICTION_KEYS = ("minADE", "minFDE", "MR", "EPA")
+_COUNT_KEYS = ("num_frames", "num_gt", "num_det", "num_matched", "num_hits", "num_fp", "num_pred_gt")
+
+
+def _cell(value: float | None, percent: bool) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and math.isnan(value):
+        return "n/a"
+    return f"{100 * value:.1f}" if percent else f"{value:.3f}"
+
+
+def format_table(metrics: dict[str, float]) -> str:
+    """Render :func:`trainer.eval.summary.summarize_records` output as a small text table.
+
+    AP and rate metrics (MR, EPA) are shown in percent, minADE / minFDE in metres. Keys it does not
+    know are listed at the end unchanged, so nothing is hidden.
+    """
+    thresholds = sorted({key.split("/")[0][3:] for key in metrics if key.startswith("AP@")}, key=float)
+    classes = sorted({key.split("/", 1)[1] for key in metrics if key.startswith("AP@") and "/" in key})
+    shown: set[str] = set()
+    lines: list[str] = []
+    if thresholds:
+        header = ["class"] + [f"AP@{t}" for t in thresholds]
+        rows = [[name] + [_cell(metrics.get(f"AP@{t}/{name}"), True) for t in thresholds] for name in classes]
+        rows.append(["mean"] + [_cell(metrics.get(f"AP@{t}"), True) for t in thresholds])
+        widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+        for row in [header] + rows:
+            lines.append("  ".join(str(cell).rjust(w) for cell, w in zip(row, widths)))
+        shown |= {f"AP@{t}" for t in thresholds} | {f"AP@{t}/{c}" for t in thresholds for c in classes}
+    prediction = [k for k in _PREDICTION_KEYS if k in metrics]
+    prediction += sorted(k for k in metrics if k.startswith("EPA/"))
+    if prediction:
+        lines.append("  ".join(
+            f"{k} {_cell(metrics[k], k.startswith(('MR', 'EPA')))}{'' if k.startswith(('MR', 'EPA')) else ' m'}"
+            for k in prediction
+        ))
+        shown |= set(prediction)
+    counts = [k for k in _COUNT_KEYS if k in metrics]
+    if counts:
+        lines.append("  ".join(f"{k}={int(metrics[k])}" for k in counts))
+        shown |= set(counts)
+    rest = sorted(k for k in metrics if k not in shown)
+    lines += [f"{k} = {metrics[k]}" for k in rest]
+    return "\n".join(lines)
