@@ -1,0 +1,117 @@
+"""OpenCOOD / V2XPnP-Seq tree -> WebDataset shards of schema-v1 samples.
+
+    python -m trainer.data.convert --src data/v2xpnp/train --out 'shards/train-%06d.tar' --mode vc
+
+One sample per (scenario, ego agent, t). With ``--skip-bad`` a malformed source file makes its
+frame count as missing (a sample whose ego frame at t is bad is skipped) and the damage is
+counted in the summary printed at the end; without it the first malformed file is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import webdataset as wds
+from tqdm import tqdm
+
+from trainer.data.build import FrameReader, build_sample, ego_allowed, sample_times
+from trainer.data.config import ConvertConfig
+from trainer.data.opencood import scan_split
+from trainer.data.sample import MODES, encode_sample
+
+
+@dataclass
+class ConvertSummary:
+    """What a conversion wrote and what it skipped."""
+
+    samples: int = 0
+    """Samples written."""
+    shards: list[str] = field(default_factory=list)
+    """Shard files written."""
+    skipped_samples: int = 0
+    """Samples not written because the ego frame at t was malformed (only with skip_bad)."""
+    bad_files: dict[str, str] = field(default_factory=dict)
+    """Malformed source file -> reason (only with skip_bad)."""
+
+    def report(self) -> str:
+        lines = [f"wrote {self.samples} samples to {len(self.shards)} shard(s)",
+                 f"skipped {self.skipped_samples} sample(s); {len(self.bad_files)} malformed file(s)"]
+        lines += [f"  bad: {path}: {why}" for path, why in sorted(self.bad_files.items())]
+        return "\n".join(lines)
+
+
+def convert(
+    src: Path | str, out_pattern: str, cfg: ConvertConfig, *, skip_bad: bool = False, maxcount: int = 1000,
+    progress: bool = True,
+) -> ConvertSummary:
+    """Convert the split directory ``src`` into shards named by ``out_pattern`` (``%06d`` = shard index)."""
+    if "%" not in out_pattern:
+        raise ValueError(f"out pattern {out_pattern!r} needs a %d-style shard index, e.g. 'train-%06d.tar'")
+    if maxcount < 1:
+        raise ValueError(f"maxcount must be >= 1, got {maxcount}")
+    scenarios = scan_split(src)
+    jobs = [(scn, ego, t) for scn in scenarios for ego in sorted(scn.agents) if ego_allowed(cfg.mode, ego)
+            for t in sample_times(scn, ego, cfg)]
+    Path(out_pattern).parent.mkdir(parents=True, exist_ok=True)
+    summary = ConvertSummary()
+    reader: FrameReader | None = None
+    with wds.ShardWriter(out_pattern, maxcount=maxcount, verbose=0) as sink:
+        for scn, ego, t in tqdm(jobs, desc=f"convert {cfg.mode}", unit="sample", disable=not progress):
+            if reader is None or reader.scenario is not scn:
+                if reader is not None:
+                    summary.bad_files.update(reader.bad_files)
+                reader = FrameReader(scn, skip_bad=skip_bad)
+            sample = build_sample(reader, ego, t, cfg)
+            if sample is None:
+                summary.skipped_samples += 1
+                continue
+            sink.write(encode_sample(sample))
+            summary.samples += 1
+        shard_count = sink.shard
+    if reader is not None:
+        summary.bad_files.update(reader.bad_files)
+    if summary.samples == 0:  # ShardWriter opens its first shard eagerly; leave no empty tar behind
+        Path(out_pattern % 0).unlink(missing_ok=True)
+        shard_count = 0
+    summary.shards = [out_pattern % i for i in range(shard_count) if Path(out_pattern % i).exists()]
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m trainer.data.convert", description=__doc__.split("\n\n")[0])
+    p.add_argument("--src", required=True, help="split directory: scenario/agent_id/timestamp.{yaml,pcd|bin}")
+    p.add_argument("--out", required=True, help="shard pattern, e.g. 'shards/train-%%06d.tar'")
+    p.add_argument("--mode", choices=MODES, default="vc")
+    p.add_argument("--max-agents", type=int, default=4)
+    p.add_argument("--comm-range", type=float, default=50.0)
+    p.add_argument("--history", type=int, default=5)
+    p.add_argument("--history-stride", type=int, default=5)
+    p.add_argument("--future", type=int, default=6)
+    p.add_argument("--future-stride", type=int, default=5)
+    p.add_argument("--sample-stride", type=int, default=5, help="raw frames between sample times")
+    p.add_argument("--partial-windows", action="store_true", help="also cut samples near scenario ends")
+    p.add_argument("--target-range", type=float, nargs=4, default=[-70.4, -40.0, 70.4, 40.0],
+                   metavar=("X_MIN", "Y_MIN", "X_MAX", "Y_MAX"))
+    p.add_argument("--maxcount", type=int, default=1000, help="samples per shard")
+    p.add_argument("--skip-bad", action="store_true", help="skip and count malformed source files")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    cfg = ConvertConfig(
+        mode=args.mode, max_agents=args.max_agents, comm_range=args.comm_range, history=args.history,
+        history_stride=args.history_stride, future=args.future, future_stride=args.future_stride,
+        sample_stride=args.sample_stride, full_windows=not args.partial_windows, target_range=args.target_range,
+    )
+    summary = convert(args.src, args.out, cfg, skip_bad=args.skip_bad, maxcount=args.maxcount,
+                      progress=not args.no_progress)
+    print(summary.report())
+    if summary.samples == 0:
+        print("error: no samples written (check --src and --mode)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

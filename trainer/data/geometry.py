@@ -1,0 +1,74 @@
+"""Pure pose / frame geometry for the data pipeline (numpy, float64).
+
+Poses follow OpenCOOD: ``[x, y, z, roll, yaw, pitch]`` with angles in degrees, and
+``x_to_world`` is OpenCOOD's (CARLA) sensor-to-world matrix. A *BEV frame* (see models/grid.py)
+is an agent's LiDAR (x, y) with heading = LiDAR yaw, roll/pitch removed and a vertical origin
+``z_ref`` (the ego LiDAR height at the current time).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def x_to_world(pose: np.ndarray) -> np.ndarray:
+    """[4, 4] sensor -> world matrix of an OpenCOOD pose ``[x, y, z, roll, yaw, pitch]`` (deg)."""
+    x, y, z, roll, yaw, pitch = (float(v) for v in pose)
+    c_y, s_y = np.cos(np.radians(yaw)), np.sin(np.radians(yaw))
+    c_r, s_r = np.cos(np.radians(roll)), np.sin(np.radians(roll))
+    c_p, s_p = np.cos(np.radians(pitch)), np.sin(np.radians(pitch))
+    m = np.identity(4)
+    m[0, 3], m[1, 3], m[2, 3] = x, y, z
+    m[0, 0] = c_p * c_y
+    m[0, 1] = c_y * s_p * s_r - s_y * c_r
+    m[0, 2] = -c_y * s_p * c_r - s_y * s_r
+    m[1, 0] = s_y * c_p
+    m[1, 1] = s_y * s_p * s_r + c_y * c_r
+    m[1, 2] = -s_y * s_p * c_r + c_y * s_r
+    m[2, 0] = s_p
+    m[2, 1] = -c_p * s_r
+    m[2, 2] = c_p * c_r
+    return m
+
+
+def se2(x: float, y: float, yaw_rad: float) -> np.ndarray:
+    """[3, 3] homogeneous 2-D rigid transform (rotate by ``yaw_rad``, then translate)."""
+    c, s = np.cos(yaw_rad), np.sin(yaw_rad)
+    return np.array([[c, -s, x], [s, c, y], [0.0, 0.0, 1.0]])
+
+
+def bev_to_world(pose: np.ndarray) -> np.ndarray:
+    """[3, 3] SE(2) map from the BEV frame of an agent with OpenCOOD ``pose`` to world (x, y)."""
+    return se2(float(pose[0]), float(pose[1]), np.radians(float(pose[4])))
+
+
+def relative_se2(src_pose: np.ndarray, dst_pose: np.ndarray) -> np.ndarray:
+    """[3, 3] map from the BEV frame of ``src_pose`` to the BEV frame of ``dst_pose``."""
+    return np.linalg.inv(bev_to_world(dst_pose)) @ bev_to_world(src_pose)
+
+
+def world_xy_to_bev(xy: np.ndarray, pose: np.ndarray) -> np.ndarray:
+    """World points ``[N, 2]`` -> BEV frame of the agent with ``pose`` ``[N, 2]``."""
+    m = np.linalg.inv(bev_to_world(pose))
+    return xy @ m[:2, :2].T + m[:2, 2]
+
+
+def sensor_to_bev(points: np.ndarray, pose: np.ndarray, z_ref: float) -> np.ndarray:
+    """LiDAR points ``[N, >=3]`` in the sensor frame of ``pose`` -> that agent's BEV frame.
+
+    The full 3-D pose (roll, pitch included) takes the points to the world; the BEV frame then
+    keeps only yaw, with height measured from ``z_ref``. Extra columns (intensity) are copied.
+    """
+    out = np.array(points, dtype=np.float64, copy=True)
+    if len(out) == 0:
+        return out
+    to_world = x_to_world(pose)
+    world = out[:, :3] @ to_world[:3, :3].T + to_world[:3, 3]
+    out[:, :2] = world_xy_to_bev(world[:, :2], pose)
+    out[:, 2] = world[:, 2] - z_ref
+    return out
+
+
+def wrap_angle(angle: np.ndarray | float) -> np.ndarray | float:
+    """Angles (radians) wrapped to [-pi, pi)."""
+    return (np.asarray(angle) + np.pi) % (2.0 * np.pi) - np.pi
