@@ -1,0 +1,104 @@
+"""Model configuration: a typed, OmegaConf-mergeable dataclass plus named sizes.
+
+Use ``model_config("tiny" | "base" | "large")`` for a preset and merge overrides with OmegaConf::
+
+    cfg = OmegaConf.merge(OmegaConf.structured(model_config("base")), {"num_modes": 3})
+    cfg = OmegaConf.to_object(cfg)  # back to a validated ModelConfig
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from models.grid import GridConfig
+
+ENCODER_KINDS = ("spconv", "pillars")
+MODEL_SIZES = ("tiny", "base", "large")
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """V2XPnP-style multi-agent perception + prediction model."""
+
+    grid: GridConfig = field(default_factory=GridConfig)
+    """Voxel grid of every agent's BEV frame (must match the data pipeline's voxeliser)."""
+    encoder: str = "spconv"
+    """LiDAR encoder: ``spconv`` (SECOND-like sparse 3-D convs) or ``pillars`` (PointPillars)."""
+    sparse_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 64])
+    """Encoder stage widths; stage 0 runs at voxel resolution, later stages downsample."""
+    sparse_strides: list[int] = field(default_factory=lambda: [1, 2, 1, 1])
+    """BEV (x, y) stride of each encoder stage (1 or 2); their product is the BEV stride."""
+    bev_channels: int = 128
+    """Channels C of every BEV map after the encoder (temporal / agent fusion, heads' input Z)."""
+    history: int = 5
+    """History frames T per agent (index T-1 = now)."""
+    future_steps: int = 6
+    """Predicted future steps T_f."""
+    num_modes: int = 6
+    """Trajectory modes K."""
+    num_classes: int = 3
+    """Detection classes (one heatmap channel each)."""
+    num_agent_types: int = 2
+    """Agent types with their own embedding (0 = vehicle, 1 = infrastructure)."""
+    num_heads: int = 8
+    """Attention heads in temporal, agent and windowed attention; must divide bev_channels."""
+    window_size: int = 8
+    """Side (cells) of the square windows of spatial self-attention."""
+    window_blocks: int = 1
+    """Pairs of (regular, shifted) windowed attention blocks after agent fusion."""
+    ffn_ratio: int = 2
+    """Hidden width of attention feed-forward layers, as a multiple of bev_channels."""
+    head_channels: int = 64
+    """Hidden channels of the detection / prediction / reconstruction heads."""
+    recon_points: int = 20
+    """Points the stage-1 reconstruction decoder predicts per BEV cell."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.grid, dict):
+            self.grid = GridConfig(**self.grid)
+        if self.encoder not in ENCODER_KINDS:
+            raise ValueError(f"encoder must be one of {ENCODER_KINDS}, got {self.encoder!r}")
+        if not self.sparse_channels or min(self.sparse_channels) < 1:
+            raise ValueError(f"sparse_channels must be non-empty positive ints, got {list(self.sparse_channels)}")
+        if len(self.sparse_strides) != len(self.sparse_channels):
+            raise ValueError("sparse_strides must have one entry per sparse_channels stage")
+        if any(s not in (1, 2) for s in self.sparse_strides) or self.sparse_strides[0] != 1:
+            raise ValueError(f"sparse_strides must be 1 or 2 with stage 0 at 1, got {list(self.sparse_strides)}")
+        for name in ("bev_channels", "history", "future_steps", "num_modes", "num_classes", "num_agent_types",
+                     "num_heads", "window_size", "window_blocks", "ffn_ratio", "head_channels", "recon_points"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.bev_channels % self.num_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must divide bev_channels ({self.bev_channels})")
+        _, ny, nx = self.grid.shape_zyx
+        if ny % self.bev_stride or nx % self.bev_stride:
+            raise ValueError(f"grid of {ny}x{nx} voxels is not divisible by the BEV stride {self.bev_stride} "
+                             "(sparse_strides)")
+
+    @property
+    def bev_stride(self) -> int:
+        """Voxels per BEV cell along x and y."""
+        return math.prod(self.sparse_strides)
+
+    @property
+    def bev_shape(self) -> tuple[int, int]:
+        """(H, W) of the BEV maps: H along y, W along x."""
+        _, ny, nx = self.grid.shape_zyx
+        return ny // self.bev_stride, nx // self.bev_stride
+
+
+def model_config(size: str) -> ModelConfig:
+    """A fresh preset: ``tiny`` (CPU tests, x/y +-32 m, 1.6 m cells), ``base`` (paper scale, x +-70.4 m,
+    y +-40 m, 0.8 m cells) or ``large`` (base grid, wider channels, two windowed-attention block pairs)."""
+    if size == "tiny":
+        grid = GridConfig(x_range=[-32.0, 32.0], y_range=[-32.0, 32.0], z_range=[-3.0, 1.0],
+                          voxel_size=[0.8, 0.8, 1.0], max_points_per_voxel=4, max_voxels=6000)
+        return ModelConfig(grid=grid, sparse_channels=[8, 16], sparse_strides=[1, 2], bev_channels=16,
+                           num_heads=2, window_size=8, head_channels=16)
+    if size == "base":
+        return ModelConfig()
+    if size == "large":
+        return ModelConfig(sparse_channels=[32, 64, 128, 128], bev_channels=256, num_heads=8, window_blocks=2,
+                           head_channels=128)
+    raise ValueError(f"size must be one of {MODEL_SIZES}, got {size!r}")

@@ -1,0 +1,64 @@
+"""Pieces shared by the LiDAR encoders: dtype-robust batch norm, mask-token substitution, BEV output block."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class Fp32BatchNorm1d(nn.Module):
+    """Batch norm over rows of [V, C] features, computed in fp32 whatever the parameter/buffer dtype.
+
+    Running statistics are updated in place (cast to the buffers' dtype), so the module works inside the
+    sparse encoder's fp32 island even after ``model.to(torch.bfloat16)``.
+    """
+
+    def __init__(self, channels: int, *, eps: float = 1e-3, momentum: float = 0.01) -> None:
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [V, C] -> [V, C] in x's dtype."""
+        x32 = x.float()
+        if self.training and x.shape[0] > 1:
+            mean = x32.mean(dim=0)
+            var = x32.var(dim=0, unbiased=False)
+            with torch.no_grad():
+                unbiased = var * x.shape[0] / (x.shape[0] - 1)
+                self.running_mean.copy_(self.running_mean.float().lerp(mean, self.momentum))
+                self.running_var.copy_(self.running_var.float().lerp(unbiased, self.momentum))
+        else:
+            mean, var = self.running_mean.float(), self.running_var.float()
+        y = (x32 - mean) * torch.rsqrt(var + self.eps) * self.weight.float() + self.bias.float()
+        return y.to(x.dtype)
+
+
+def apply_mask_token(features: Tensor, voxel_mask: Tensor | None, token: Tensor) -> Tensor:
+    """Replace the rows of masked voxels by a learnable token (coordinates are untouched by the caller).
+
+    features: [V, C]; voxel_mask: [V] bool (True = masked) or None; token: [C].
+    """
+    if voxel_mask is None:
+        return features
+    if voxel_mask.shape != features.shape[:1] or voxel_mask.dtype != torch.bool:
+        raise ValueError(f"voxel_mask must be a [V]={features.shape[0]} bool tensor, got "
+                         f"{tuple(voxel_mask.shape)} {voxel_mask.dtype}")
+    return torch.where(voxel_mask[:, None], token.to(features.dtype).expand_as(features), features)
+
+
+def bev_output_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """1x1 conv + BN + ReLU mapping an encoder's BEV map to the model's BEV width."""
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels),
+                         nn.ReLU(inplace=True))
+
+
+def check_voxel_coords(voxel_coords: Tensor, num_frames: int) -> None:
+    """Validate that the flat agent-frame indices in ``voxel_coords[:, 0]`` lie in [0, num_frames)."""
+    if voxel_coords.ndim != 2 or voxel_coords.shape[1] != 4:
+        raise ValueError(f"voxel_coords must be [V, 4] (n, z, y, x), got {tuple(voxel_coords.shape)}")
+    if voxel_coords.shape[0] and (int(voxel_coords[:, 0].min()) < 0 or int(voxel_coords[:, 0].max()) >= num_frames):
+        raise ValueError(f"voxel_coords[:, 0] must index agent-frames in [0, {num_frames})")

@@ -1,0 +1,74 @@
+"""Task heads on the fused BEV feature Z: detection (CenterPoint), trajectory prediction, reconstruction."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from models.bev import BevGeometry
+from models.box_coding import BOX_CODE_SIZE
+
+HEATMAP_PRIOR = 0.1
+"""Initial heatmap probability (bias init), as in CenterNet / CenterPoint."""
+
+
+def conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class DetectionHead(nn.Module):
+    """Per-class centre heatmap logits [B, K, H, W] and box codes [B, 8, H, W] (see ``models.box_coding``)."""
+
+    def __init__(self, channels: int, hidden: int, num_classes: int) -> None:
+        super().__init__()
+        self.shared = conv_bn_relu(channels, hidden)
+        self.heatmap = nn.Sequential(conv_bn_relu(hidden, hidden), nn.Conv2d(hidden, num_classes, 1))
+        self.regression = nn.Sequential(conv_bn_relu(hidden, hidden), nn.Conv2d(hidden, BOX_CODE_SIZE, 1))
+        nn.init.constant_(self.heatmap[-1].bias, -math.log((1 - HEATMAP_PRIOR) / HEATMAP_PRIOR))
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        x = self.shared(z)
+        return self.heatmap(x), self.regression(x)
+
+
+class PredictionHead(nn.Module):
+    """K-mode future trajectories per cell, relative to the object centre at that cell, plus mode logits.
+
+    Steps are predicted as displacements and accumulated, so trajectories start near the object.
+    Returns (trajectories [B, K, T_f, 2, H, W] metres, mode_logits [B, K, H, W]).
+    """
+
+    def __init__(self, channels: int, hidden: int, num_modes: int, future_steps: int) -> None:
+        super().__init__()
+        self.num_modes, self.future_steps = num_modes, future_steps
+        self.body = nn.Sequential(conv_bn_relu(channels, hidden), conv_bn_relu(hidden, hidden))
+        self.out = nn.Conv2d(hidden, num_modes * (future_steps * 2 + 1), 1)
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        b, _, h, w = z.shape
+        raw = self.out(self.body(z))
+        k, t = self.num_modes, self.future_steps
+        steps = raw[:, : k * t * 2].view(b, k, t, 2, h, w)
+        return steps.cumsum(dim=2), raw[:, k * t * 2:]
+
+
+class ReconstructionHead(nn.Module):
+    """Stage-1 decoder: ``points`` 3-D points per BEV cell as offsets from the cell centre.
+
+    Returns [B, P, 3, H, W] metric offsets (x, y from the cell centre; z from the grid's vertical centre).
+    """
+
+    def __init__(self, channels: int, hidden: int, points: int, geometry: BevGeometry, z_half_range: float) -> None:
+        super().__init__()
+        self.points = points
+        self.body = nn.Sequential(conv_bn_relu(channels, hidden), conv_bn_relu(hidden, hidden))
+        self.out = nn.Conv2d(hidden, points * 3, 1)
+        self.register_buffer("scale", torch.tensor([geometry.cell_x, geometry.cell_y, z_half_range]),
+                             persistent=False)
+
+    def forward(self, z: Tensor) -> Tensor:
+        b, _, h, w = z.shape
+        offsets = self.out(self.body(z)).view(b, self.points, 3, h, w)
+        return offsets * self.scale.to(offsets.dtype)[None, None, :, None, None]

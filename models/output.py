@@ -1,0 +1,25 @@
+"""What the model's forward returns: the shared feature Z and the dense predictions of the heads that ran."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+
+@dataclass
+class ModelOutput:
+    """Dense per-cell outputs on the ego BEV grid (H along y, W along x); heads not run are None."""
+
+    z: Tensor
+    """[B, C, H, W] fused spatio-temporal multi-agent feature (before the task fork)."""
+    heatmap: Tensor | None = None
+    """[B, num_classes, H, W] centre heatmap logits."""
+    box_codes: Tensor | None = None
+    """[B, 8, H, W] box codes relative to each cell (``models.box_coding``)."""
+    trajectories: Tensor | None = None
+    """[B, K, T_f, 2, H, W] future (x, y) offsets in metres from the object centre read out at that cell."""
+    mode_logits: Tensor | None = None
+    """[B, K, H, W] trajectory mode logits."""
+    recon_points: Tensor | None = None
+    """[B, P, 3, H, W] reconstructed points per cell, metric offsets from the cell centre (z from grid centre)."""

@@ -1,0 +1,90 @@
+"""SECOND-like sparse 3-D LiDAR encoder on spconv, run as an fp32 island, with height compression to BEV."""
+
+from __future__ import annotations
+
+import spconv.pytorch as spconv
+import torch
+from spconv.core import ConvAlgo
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from models.config import ModelConfig
+from models.encoder_common import Fp32BatchNorm1d, apply_mask_token, bev_output_block, check_voxel_coords
+
+
+def voxel_mean_features(voxels: Tensor, num_points: Tensor) -> Tensor:
+    """voxels: [V, P, 4] zero-padded points, num_points: [V] -> [V, 4] mean (x, y, z, intensity) in fp32."""
+    counts = num_points.clamp_min(1).to(torch.float32)[:, None]
+    return voxels.float().sum(dim=1) / counts
+
+
+def _conv_block(conv: spconv.SparseModule, channels: int) -> list[nn.Module]:
+    return [conv, Fp32BatchNorm1d(channels), nn.ReLU()]
+
+
+class SparseEncoder(nn.Module):
+    """Mean voxel features -> SubMConv3d / SparseConv3d stages -> dense [N, C, H, W] BEV maps.
+
+    Stage 0 runs two submanifold convs at voxel resolution; every later stage downsamples with a strided
+    SparseConv3d (z by 2 while the height is > 1, x/y by ``sparse_strides``) then one submanifold conv.
+    The height axis is folded into channels and a 1x1 conv maps to ``bev_channels``.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.spatial_shape = list(config.grid.shape_zyx)
+        chans = config.sparse_channels
+        layers: list[nn.Module] = []
+        layers += _conv_block(spconv.SubMConv3d(4, chans[0], 3, padding=1, bias=False, indice_key="subm0"), chans[0])
+        layers += _conv_block(spconv.SubMConv3d(chans[0], chans[0], 3, padding=1, bias=False, indice_key="subm0"),
+                              chans[0])
+        depth = self.spatial_shape[0]
+        for i in range(1, len(chans)):
+            z_stride = 2 if depth > 1 else 1
+            stride = (z_stride, config.sparse_strides[i], config.sparse_strides[i])
+            layers += _conv_block(spconv.SparseConv3d(chans[i - 1], chans[i], 3, stride=stride, padding=1,
+                                                      bias=False, indice_key=f"down{i}"), chans[i])
+            layers += _conv_block(spconv.SubMConv3d(chans[i], chans[i], 3, padding=1, bias=False,
+                                                    indice_key=f"subm{i}"), chans[i])
+            depth = (depth - 1) // z_stride + 1
+        self.net = spconv.SparseSequential(*layers)
+        self.out_depth = depth
+        self.bev_hw = config.bev_shape
+        self.mask_token = nn.Parameter(torch.zeros(4))
+        self.compress = bev_output_block(chans[-1] * depth, config.bev_channels)
+        self._convs = [m for m in self.net.modules() if isinstance(m, spconv.conv.SparseConvolution)]
+        self._cuda_algo = self._convs[0].algo
+
+    def _select_algo(self, device: torch.device) -> None:
+        """spconv's implicit-GEMM kernels need CUDA; the CPU path must use the native algorithm."""
+        algo = ConvAlgo.Native if device.type != "cuda" else self._cuda_algo
+        for conv in self._convs:
+            conv.algo = algo
+
+    def _run_sparse_fp32(self, x: spconv.SparseConvTensor) -> spconv.SparseConvTensor:
+        """Run the sparse stages in fp32 (spconv has no bf16 kernel), casting parameters up when needed."""
+        params = dict(self.net.named_parameters())
+        if all(p.dtype == torch.float32 for p in params.values()):
+            return self.net(x)
+        return functional_call(self.net, {name: p.float() for name, p in params.items()}, (x,), strict=False)
+
+    def forward(self, voxels: Tensor, num_points: Tensor, coords: Tensor, num_frames: int,
+                voxel_mask: Tensor | None = None) -> Tensor:
+        """voxels [V, P, 4], num_points [V], coords [V, 4] (n, z, y, x), voxel_mask [V] bool or None
+        (True = replace by the mask token) -> BEV maps [num_frames, bev_channels, H, W]."""
+        check_voxel_coords(coords, num_frames)
+        device = voxels.device
+        out_dtype = (torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type)
+                     else self.compress[0].weight.dtype)
+        self._select_algo(device)
+        with torch.autocast(device_type=device.type, enabled=False):
+            feats = voxel_mean_features(voxels, num_points)
+            feats = apply_mask_token(feats, voxel_mask, self.mask_token.float())
+            if feats.shape[0] == 0:  # nothing seen at all: spconv cannot build an empty rulebook
+                channels = self.compress[0].in_channels // self.out_depth
+                dense = feats.new_zeros(num_frames, channels, self.out_depth, *self.bev_hw)
+                return self.compress(dense.flatten(1, 2).to(out_dtype))
+            x = spconv.SparseConvTensor(feats, coords.int(), self.spatial_shape, num_frames)
+            dense = self._run_sparse_fp32(x).dense()  # [N, C, D, H, W]
+        bev = dense.flatten(1, 2).to(out_dtype)
+        return self.compress(bev)

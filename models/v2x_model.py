@@ -1,0 +1,79 @@
+"""The V2XPnP-style multi-agent perception + prediction model (encoder, temporal + agent fusion, heads)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from models.agent_fusion import AgentFusion
+from models.batch import Batch
+from models.bev import BevGeometry
+from models.config import ModelConfig
+from models.fork import TaskFork
+from models.heads import DetectionHead, PredictionHead, ReconstructionHead
+from models.output import ModelOutput
+from models.pillar_encoder import PillarEncoder
+from models.sparse_encoder import SparseEncoder
+from models.temporal_fusion import TemporalFusion
+from models.window_attention import WindowAttention
+
+HEAD_NAMES = ("det", "pred", "recon")
+
+
+class V2XModel(nn.Module):
+    """Per agent-frame LiDAR encoder -> temporal fusion per agent -> agent fusion in the ego frame ->
+    windowed spatial attention -> Z -> ``task_fork`` -> detection / prediction heads (recon reads Z).
+
+    ``task_fork`` is a plain attribute: assign a ``models.fork.TaskFork`` subclass to change how the
+    detection and prediction gradients are combined.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.geometry = BevGeometry.from_grid(config.grid, config.bev_stride)
+        c = config.bev_channels
+        self.encoder = SparseEncoder(config) if config.encoder == "spconv" else PillarEncoder(config)
+        self.temporal = TemporalFusion(c, config.history, config.num_heads, config.ffn_ratio)
+        self.agent_fusion = AgentFusion(c, config.num_agent_types, config.num_heads, config.ffn_ratio)
+        shifts = [0, config.window_size // 2] * config.window_blocks
+        self.spatial = nn.Sequential(*(WindowAttention(c, config.num_heads, config.window_size, s, config.ffn_ratio)
+                                       for s in shifts))
+        self.task_fork: TaskFork = TaskFork()
+        self.det_head = DetectionHead(c, config.head_channels, config.num_classes)
+        self.pred_head = PredictionHead(c, config.head_channels, config.num_modes, config.future_steps)
+        z_half = 0.5 * (config.grid.z_range[1] - config.grid.z_range[0])
+        self.recon_head = ReconstructionHead(c, config.head_channels, config.recon_points, self.geometry, z_half)
+
+    def encode(self, batch: Batch, voxel_mask: Tensor | None = None) -> Tensor:
+        """The shared fused feature Z [B, C, H, W] in the ego BEV frame now.
+
+        voxel_mask: [V] bool, True = replace that voxel's features by the encoder's mask token (stage 1).
+        """
+        b, a, t = batch.frame_mask.shape
+        if t != self.config.history:
+            raise ValueError(f"batch has {t} history frames, model config.history is {self.config.history}")
+        bev = self.encoder(batch.voxels, batch.voxel_num_points, batch.voxel_coords, b * a * t, voxel_mask)
+        bev = bev.view(b, a, t, *bev.shape[1:])
+        per_agent = self.temporal(bev, batch.frame_mask, batch.history_to_now, self.geometry)
+        z = self.agent_fusion(per_agent, batch.agent_mask, batch.agent_types, batch.agent_to_ego, self.geometry)
+        return self.spatial(z)
+
+    def forward(self, batch: Batch, *, heads: Sequence[str] = ("det", "pred"),
+                voxel_mask: Tensor | None = None) -> ModelOutput:
+        """Run the encoder and the requested heads (any of ``det``, ``pred``, ``recon``)."""
+        unknown = set(heads) - set(HEAD_NAMES)
+        if not heads or unknown:
+            raise ValueError(f"heads must be a non-empty subset of {HEAD_NAMES}, got {tuple(heads)}")
+        z = self.encode(batch, voxel_mask)
+        out = ModelOutput(z=z)
+        if "det" in heads or "pred" in heads:
+            z_det, z_pred = self.task_fork(z)
+            if "det" in heads:
+                out.heatmap, out.box_codes = self.det_head(z_det)
+            if "pred" in heads:
+                out.trajectories, out.mode_logits = self.pred_head(z_pred)
+        if "recon" in heads:
+            out.recon_points = self.recon_head(z)
+        return out
