@@ -9,7 +9,7 @@ dL/dZ with Z: [B, C, H, W]. Dot products and squared norms are taken per *group*
 
 Each rule reduces to per-group weights ``w1, w2`` with result ``w1 * g1 + w2 * g2``; the weights
 are ratios of moments, so every rule is degree-1 homogeneous (a loss scale commutes with it).
-Everything is computed in fp32 and the result is cast back to the dtype of ``g1``.
+Everything is computed in fp32 (float64 stays float64) and the result is cast back to the dtype of ``g1``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,11 @@ class PairMoments:
         return PairMoments(dot=self.dot * s1 * s2, sq1=self.sq1 * s1 * s1, sq2=self.sq2 * s2 * s2)
 
 
+def upcast(t: Tensor) -> Tensor:
+    """``t`` in fp32, or unchanged if it is already fp32 or wider (float64)."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
 def reduce_dims(ndim: int, granularity: str) -> tuple[int, ...]:
     """Dimensions summed over for ``granularity`` on a gradient with ``ndim`` dims."""
     if granularity == "batch":
@@ -63,7 +68,7 @@ def pair_moments(
     """
     if g1.shape != g2.shape:
         raise ValueError(f"task gradients must have the same shape, got {tuple(g1.shape)} and {tuple(g2.shape)}")
-    a, b = g1.float(), g2.float()
+    a, b = upcast(g1), upcast(g2)
     dims = reduce_dims(a.dim(), granularity)
     stacked = torch.stack([(a * b).sum(dims, keepdim=True), (a * a).sum(dims, keepdim=True), (b * b).sum(dims, keepdim=True)])
     if granularity == "batch" and all_reduce is not None:
@@ -122,7 +127,7 @@ def combine_with_moments(
 ) -> Tensor:
     """Apply ``rule`` (after optional magnitude balancing) given precomputed moments of (g1, g2)."""
     if rule == "sum" and not balance_magnitude:
-        return (g1.float() + g2.float()).to(g1.dtype)
+        return (upcast(g1) + upcast(g2)).to(g1.dtype)
     s1 = s2 = None
     if balance_magnitude:
         s1, s2 = magnitude_scales(m, eps=eps)
@@ -130,7 +135,7 @@ def combine_with_moments(
     w1, w2 = rule_weights(rule, m, eps=eps)
     if s1 is not None:
         w1, w2 = w1 * s1, w2 * s2
-    return (w1 * g1.float() + w2 * g2.float()).to(g1.dtype)
+    return (w1 * upcast(g1) + w2 * upcast(g2)).to(g1.dtype)
 
 
 def combine(
