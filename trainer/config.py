@@ -1,0 +1,219 @@
+"""The training configuration: typed dataclasses, loaded from YAML recipes plus ``a.b=value`` overrides.
+
+A recipe (``recipes/*.yaml``) sets any of the fields below; ``stages`` is an ordered mapping of
+named stages run one after another (stage 1 pretraining, then stage 2 fine-tuning, ...). Loading
+goes through OmegaConf structured configs, so unknown keys and wrong types are errors that name
+the key, and every dataclass validates itself in ``__post_init__``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from models.config import MODEL_SIZES, ModelConfig, model_config
+from trainer.balancing.config import BalancingConfig
+from trainer.data.config import DataConfig
+from trainer.eval.config import EvalConfig
+from trainer.pretrain.config import PretrainConfig
+
+PRECISIONS = ("bf16", "fp16", "fp32")
+ENGINES = ("deepspeed", "plain")
+TASKS = ("pretrain", "multitask", "detection", "prediction")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    """Where a run lives and how it starts."""
+
+    output_root: str = "runs"
+    """Parent folder of new run directories."""
+    name: str = "turbotrain"
+    """Run name; a new run directory is ``<output_root>/<name>-<UTC time>`` (chosen by rank 0)."""
+    dir: str = ""
+    """Explicit run directory (reused as is: set it to resume or requeue a run). Empty = new one."""
+    resume: str = "auto"
+    """``auto``: continue from the newest complete checkpoint in ``dir`` if any; ``never``: refuse a
+    non-empty ``dir``."""
+    seed: int = 0
+    """Seed of model init, data order, augmentation and masking."""
+
+    def __post_init__(self) -> None:
+        if self.resume not in ("auto", "never"):
+            raise ValueError(f"run.resume must be 'auto' or 'never', got {self.resume!r}")
+        if not self.name or "/" in self.name:
+            raise ValueError(f"run.name must be a non-empty folder name, got {self.name!r}")
+
+
+@dataclass(kw_only=True)
+class OptimConfig:
+    """AdamW with linear warm-up and cosine decay."""
+
+    lr: float = 2e-3
+    """Peak learning rate."""
+    weight_decay: float = 0.01
+    """Decoupled weight decay."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """Adam betas."""
+    warmup_steps: int = 10
+    """Linear warm-up (optimizer steps)."""
+    min_lr_ratio: float = 0.05
+    """Final learning rate as a fraction of ``lr``."""
+    grad_clip: float = 10.0
+    """Global gradient-norm clip (0 disables)."""
+    grad_accum_steps: int = 1
+    """Micro-batches per optimizer step (DeepSpeed ``gradient_accumulation_steps``)."""
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"optim.betas must be two numbers in [0, 1), got {list(self.betas)}")
+        if self.warmup_steps < 0 or self.grad_accum_steps < 1 or self.grad_clip < 0 or self.weight_decay < 0:
+            raise ValueError("optim.warmup_steps, grad_clip, weight_decay must be >= 0 and grad_accum_steps >= 1")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+
+
+@dataclass(kw_only=True)
+class DistributedConfig:
+    """The engine: DeepSpeed ZeRO through Accelerate, or plain PyTorch (DDP when several processes)."""
+
+    engine: str = "deepspeed"
+    """``deepspeed`` (ZeRO via Accelerate) or ``plain`` (Accelerate without DeepSpeed)."""
+    deepspeed_config: str = "ds_configs/zero2.json"
+    """DeepSpeed JSON (relative paths resolve against the working directory, then the repo)."""
+    zero_stage: Optional[int] = None
+    """Override of the JSON's ZeRO stage (0-3); None keeps the file's."""
+    timeout_s: int = 1800
+    """Collective timeout of the process group."""
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"distributed.engine must be one of {ENGINES}, got {self.engine!r}")
+        if self.zero_stage is not None and self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"distributed.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        if self.timeout_s < 1:
+            raise ValueError("distributed.timeout_s must be >= 1")
+
+    def deepspeed_config_path(self) -> Path:
+        path = Path(self.deepspeed_config)
+        for candidate in (path, REPO_ROOT / path):
+            if candidate.is_file():
+                return candidate
+        raise FileNotFoundError(f"distributed.deepspeed_config: no such file {self.deepspeed_config!r}")
+
+
+@dataclass(kw_only=True)
+class LoopConfig:
+    """Logging, evaluation and checkpoint cadence, and failure handling."""
+
+    log_every: int = 5
+    """Optimizer steps between log lines / metrics.jsonl records."""
+    eval_every: int = 0
+    """Optimizer steps between periodic evaluations (0 = only at the end of a stage)."""
+    eval_batches: int = 0
+    """Validation batches per rank per evaluation (0 = the whole validation split)."""
+    checkpoint_every: int = 50
+    """Optimizer steps between checkpoints (a stage's last step is always saved)."""
+    keep_last: int = 2
+    """Checkpoints kept per stage (older ones are deleted after a newer one is complete)."""
+    max_nonfinite_in_row: int = 5
+    """Consecutive steps with a NaN/inf loss on any rank (skipped on all ranks) before training stops."""
+    tensorboard: bool = True
+    """Log through Accelerate's TensorBoard tracker (``<run>/tb``)."""
+    wandb: bool = False
+    """Also log to Weights & Biases (needs ``pip install wandb``)."""
+    progress_bar: bool = True
+    """tqdm progress bar on the main process."""
+
+    def __post_init__(self) -> None:
+        for name in ("log_every", "checkpoint_every", "keep_last", "max_nonfinite_in_row"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"loop.{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_every < 0 or self.eval_batches < 0:
+            raise ValueError("loop.eval_every and loop.eval_batches must be >= 0")
+
+
+@dataclass(kw_only=True)
+class StageConfig:
+    """One training stage of a recipe."""
+
+    task: str = "multitask"
+    """``pretrain`` (masked reconstruction), ``multitask`` (detection + prediction), ``detection``
+    or ``prediction`` (one task head)."""
+    steps: int = 100
+    """Optimizer steps of this stage."""
+    lr: Optional[float] = None
+    """Peak learning rate of this stage (None = optim.lr)."""
+    init_from: str = ""
+    """Weights to start from: ``""`` (fresh), ``previous`` (the previous stage's exported weights) or a
+    path to exported weights (``*.pt``). This is initialisation, not resuming."""
+    freeze: list[str] = field(default_factory=list)
+    """Module-name prefixes of the model frozen in this stage (e.g. ``encoder``, ``det_head``)."""
+    single_agent: bool = False
+    """Train on the ego agent only (collaborators masked out), as the manual pipeline's early stages do."""
+    temporal_fusion: bool = True
+    """Use the temporal fusion (False: the current frame only, history ignored)."""
+    spatial_fusion: bool = True
+    """Use multi-agent spatial fusion (False: the module is bypassed)."""
+    det_weight: float = 1.0
+    """Weight of the detection loss."""
+    pred_weight: float = 1.0
+    """Weight of the prediction loss."""
+    evaluate: bool = True
+    """Evaluate detection / prediction on the validation split at the end of the stage."""
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"stage.task must be one of {TASKS}, got {self.task!r}")
+        if self.steps < 1:
+            raise ValueError(f"stage.steps must be >= 1, got {self.steps}")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"stage.lr must be > 0, got {self.lr}")
+        if self.det_weight < 0 or self.pred_weight < 0:
+            raise ValueError("stage.det_weight and stage.pred_weight must be >= 0")
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Everything one ``launch/train.py`` run needs."""
+
+    model_size: str = "tiny"
+    """Preset the ``model`` section starts from: tiny, base or large."""
+    precision: str = "bf16"
+    """bf16 (default), fp16 (GPU; dynamic loss scaling) or fp32."""
+    synthetic: bool = True
+    """With no shards given, generate (once, cached) and use the built-in synthetic V2X dataset."""
+    cache_dir: str = ""
+    """Where the synthetic dataset is cached (empty: ``$TURBOTRAIN_CACHE`` or ``~/.cache/turbotrain``)."""
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=lambda: model_config("tiny"))
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    balancing: BalancingConfig = field(default_factory=BalancingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    stages: dict[str, StageConfig] = field(default_factory=dict)
+    """Ordered stages; a recipe names them (``stages.pretrain.steps=200`` overrides one field)."""
+
+    def __post_init__(self) -> None:
+        if self.model_size not in MODEL_SIZES:
+            raise ValueError(f"model_size must be one of {MODEL_SIZES}, got {self.model_size!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not self.stages:
+            raise ValueError("stages is empty: a recipe must define at least one stage")
+        if self.model.num_classes != len(self.data.classes):
+            raise ValueError(f"model.num_classes ({self.model.num_classes}) != number of data.classes "
+                             f"({len(self.data.classes)})")
+        names = list(self.stages)
+        if self.stages[names[0]].init_from == "previous":
+            raise ValueError(f"stages.{names[0]}.init_from is 'previous' but it is the first stage")
+        if self.balancing.method == "param_pcgrad" and self.distributed.engine != "plain":
+            raise ValueError("balancing.method=param_pcgrad needs distributed.engine=plain (one process, no "
+                             "ZeRO): it runs one backward per task, which DeepSpeed does not support")

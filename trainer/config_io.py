@@ -1,0 +1,79 @@
+"""Load a ``TrainConfig`` from a YAML recipe plus ``a.b=value`` overrides, and write it back.
+
+Every failure is a ``ConfigError`` whose message names the file or the key at fault.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from models.config import MODEL_SIZES, model_config
+from trainer.config import REPO_ROOT, TrainConfig
+
+DEFAULT_RECIPE = REPO_ROOT / "recipes" / "turbotrain.yaml"
+
+
+class ConfigError(ValueError):
+    """A recipe or override that cannot become a valid TrainConfig."""
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        # yaml.safe_load first: its errors carry line/column; OmegaConf's do not.
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"malformed YAML in {path}: {err}") from err
+    if content is None:
+        content = {}
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of config keys, got {type(content).__name__}")
+    return OmegaConf.create(content)
+
+
+def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if not sep or not key or key.startswith("-"):
+            raise ConfigError(f"override {item!r} is not of the form a.b=value")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"bad override: {err}") from err
+
+
+def _describe(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None)
+    first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return f"key '{key}': {first_line}" if key else first_line
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """The validated config of recipe ``path`` (default: the TurboTrain recipe) with ``overrides``."""
+    recipe = _read_yaml(Path(path) if path else DEFAULT_RECIPE)
+    cli = _parse_overrides(overrides)
+    size = OmegaConf.select(OmegaConf.merge(recipe, cli), "model_size", default="tiny")
+    if size not in MODEL_SIZES:
+        raise ConfigError(f"key 'model_size': must be one of {MODEL_SIZES}, got {size!r}")
+    try:
+        schema = OmegaConf.structured(TrainConfig)
+        schema.model = OmegaConf.structured(model_config(size))
+        merged = OmegaConf.merge(schema, recipe, cli)
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        raise ConfigError(_describe(err)) from err
+    except (ValueError, TypeError) as err:
+        raise ConfigError(str(err)) from err
+    assert isinstance(cfg, TrainConfig)
+    return cfg
+
+
+def to_yaml(cfg: TrainConfig) -> str:
+    """The resolved config as YAML (loadable again with ``load_config``)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

@@ -1,0 +1,1 @@
+"""Stage 1: multi-agent spatio-temporal masked-reconstruction pretraining (masking, targets, loss)."""
