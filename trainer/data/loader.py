@@ -1,0 +1,179 @@
+"""The shard loader: WebDataset tar streams -> decoded, prepared, collated ``Batch`` es.
+
+Per rank and worker (explicit ``rank`` / ``world_size``, never torch.distributed): shards split by
+``split.split_shards`` (or drawn with replacement when ``resampled``), read with a handler that
+skips and COUNTS corrupt members / samples / truncated shards (a wrong schema version or an
+unmapped object type is an error, never a skip), shuffled, decoded, prepared (BEV mapping,
+augmentation, voxelisation) and collated in the worker. Training (and val with ``val_samples``)
+cycles the data so that every rank yields exactly the same number of batches.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from webdataset.filters import _shuffle
+from webdataset.tariterators import tarfile_samples
+
+from models.batch import Batch
+from models.grid import GridConfig
+from trainer.data import split
+from trainer.data.classes import ClassGrouping, UnmappedObjectTypeError
+from trainer.data.collate import collate_prepared
+from trainer.data.config import DataConfig
+from trainer.data.prepare import SamplePreparer
+from trainer.data.sample import SchemaVersionError, decode_sample
+
+_FATAL = (SchemaVersionError, UnmappedObjectTypeError)
+
+
+class SkipCounter:
+    """Counts what a worker skipped; the exception handler of every reading stage."""
+
+    def __init__(self) -> None:
+        self.skipped = 0
+        self.raw_samples = 0
+        self._reported = 0
+
+    def __call__(self, exn: Exception) -> bool:
+        if isinstance(exn, _FATAL):
+            raise exn
+        self.skipped += 1
+        where = next((a for a in reversed(exn.args) if isinstance(a, str) and a.endswith(".tar")), "")
+        warnings.warn(f"skipping corrupt data{' in ' + where if where else ''}: {type(exn).__name__}: {exn.args[0] if exn.args else exn}",
+                      RuntimeWarning, stacklevel=2)
+        return True
+
+    def take_new(self) -> int:
+        """Skips since the previous call."""
+        new, self._reported = self.skipped - self._reported, self.skipped
+        return new
+
+
+class ShardBatchStream(IterableDataset):
+    """Iterable of collated ``Batch`` es for one rank (each DataLoader worker reads its share)."""
+
+    def __init__(self, urls: list[str], cfg: DataConfig, grid: GridConfig, *, train: bool, repeat: bool,
+                 rank: int, world_size: int, seed: int, epoch: int) -> None:
+        super().__init__()
+        self.urls, self.cfg, self.grid = urls, cfg, grid
+        self.train, self.repeat = train, repeat
+        self.rank, self.world_size, self.seed, self.epoch = rank, world_size, seed, epoch
+
+    def _shard_urls(self, worker: int, num_workers: int, counter: SkipCounter) -> Iterator[dict]:
+        worker_seed = split.make_seed(self.seed, self.epoch, self.rank, worker)
+        if self.train and self.cfg.resampled:
+            for url in split.resampled_shards(self.urls, seed=worker_seed):
+                yield {"url": url}
+            return
+        mine = split.split_shards(self.urls, rank=self.rank, world_size=self.world_size, worker=worker,
+                                  num_workers=num_workers)
+        last_pass, seen_at_pass = 0, 0
+        for rep, url in split.shard_passes(mine, seed=worker_seed, shuffle=self.train, repeat=self.repeat):
+            if rep != last_pass:
+                if counter.raw_samples == seen_at_pass:
+                    raise RuntimeError(f"a full pass over shards {mine} produced no readable sample")
+                last_pass, seen_at_pass = rep, counter.raw_samples
+            yield {"url": url}
+
+    def _raw_samples(self, worker: int, num_workers: int, counter: SkipCounter) -> Iterator[dict]:
+        for record in tarfile_samples(self._shard_urls(worker, num_workers, counter), handler=counter):
+            counter.raw_samples += 1
+            yield record
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        counter = SkipCounter()
+        preparer = SamplePreparer(
+            self.grid, ClassGrouping(self.cfg.classes, self.cfg.drop_obj_types), max_agents=self.cfg.max_agents,
+            augment_cfg=self.cfg.augment if self.train else None,
+            seed=split.make_seed("augment", self.seed, self.epoch, self.rank, worker),
+        )
+        records = self._raw_samples(worker, num_workers, counter)
+        if self.train and self.cfg.shuffle_buffer > 0:
+            records = _shuffle(records, bufsize=self.cfg.shuffle_buffer, initial=self.cfg.shuffle_buffer,
+                               seed=split.make_seed("shuffle", self.seed, self.epoch, self.rank, worker))
+        pending = []
+        for record in records:
+            try:
+                pending.append(preparer(decode_sample(record)))
+            except Exception as exn:  # noqa: BLE001 - the handler decides: count and skip, or re-raise
+                exn.args = exn.args + (record.get("__url__", ""),)
+                counter(exn)
+                continue
+            if len(pending) == self.cfg.batch_size:
+                yield collate_prepared(pending, max_agents=self.cfg.max_agents, num_skipped=counter.take_new())
+                pending = []
+        if pending and not self.train:
+            yield collate_prepared(pending, max_agents=self.cfg.max_agents, num_skipped=counter.take_new())
+
+
+def _passthrough(batch: Batch) -> Batch:
+    return batch
+
+
+class ShardLoader:
+    """Iterates a fixed number of batches per epoch (or one plain pass when ``num_batches`` is None)."""
+
+    def __init__(self, stream: ShardBatchStream, *, num_workers: int, num_batches: int | None) -> None:
+        self.stream = stream
+        self.num_workers = num_workers
+        self.num_batches = num_batches
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed shard order, shuffling and augmentation for ``epoch``."""
+        self.stream.epoch = epoch
+
+    def __len__(self) -> int:
+        if self.num_batches is None:
+            raise TypeError("a single-pass loader (val_samples=None) has no fixed length")
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[Batch]:
+        loader = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers, collate_fn=_passthrough,
+                            persistent_workers=False)
+        if self.num_batches is None:
+            yield from loader
+            return
+        it = iter(loader)
+        for _ in range(self.num_batches):
+            yield next(it)
+
+
+def build_loader(cfg: DataConfig, grid: GridConfig, *, split: str, rank: int, world_size: int, seed: int,
+                 epoch: int = 0) -> ShardLoader:
+    """Batches of ``models.batch.Batch`` on the CPU for ``split`` (``"train"`` or ``"val"``) of one rank.
+
+    (The ``split`` argument shadows the ``split`` module here, hence the two helpers below.)
+    """
+    name = split
+    if name not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {name!r}")
+    spec = cfg.train_shards if name == "train" else cfg.val_shards
+    if not spec:
+        raise ValueError(f"data.{name}_shards is empty")
+    urls = _expand(spec)
+    train = name == "train"
+    if train:
+        num_batches: int | None = _per_rank(cfg.samples_per_epoch, cfg, world_size)
+    elif cfg.val_samples is not None:
+        num_batches = _per_rank(cfg.val_samples, cfg, world_size)
+    else:
+        if world_size > 1:
+            raise ValueError("data.val_samples must be set when world_size > 1 (every rank needs the same batch count)")
+        num_batches = None
+    stream = ShardBatchStream(urls, cfg, grid, train=train, repeat=num_batches is not None, rank=rank,
+                              world_size=world_size, seed=seed, epoch=epoch)
+    return ShardLoader(stream, num_workers=cfg.num_workers, num_batches=num_batches)
+
+
+def _expand(spec: str) -> list[str]:
+    return split.expand_shards(spec)
+
+
+def _per_rank(num_samples: int, cfg: DataConfig, world_size: int) -> int:
+    return split.batches_per_rank(num_samples, batch_size=cfg.batch_size, world_size=world_size)
