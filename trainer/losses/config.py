@@ -1,0 +1,32 @@
+"""Weights and target settings of the detection and prediction losses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(kw_only=True)
+class TaskLossConfig:
+    """How the task losses are built and weighted."""
+
+    heatmap_weight: float = 1.0
+    """Weight of the centre-heatmap focal loss in the detection loss."""
+    box_weight: float = 1.0
+    """Weight of the L1 box-code regression (mean per code element) in the detection loss."""
+    trajectory_weight: float = 1.0
+    """Weight of the winner-takes-all trajectory regression in the prediction loss."""
+    mode_weight: float = 0.5
+    """Weight of the mode-classification cross-entropy in the prediction loss."""
+    min_overlap: float = 0.1
+    """IoU the Gaussian radius keeps (CenterPoint's gaussian_overlap)."""
+    min_radius: int = 2
+    """Smallest Gaussian radius in cells."""
+
+    def __post_init__(self) -> None:
+        for name in ("heatmap_weight", "box_weight", "trajectory_weight", "mode_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.min_overlap < 1:
+            raise ValueError(f"min_overlap must be in (0, 1), got {self.min_overlap}")
+        if self.min_radius < 0:
+            raise ValueError(f"min_radius must be >= 0, got {self.min_radius}")

@@ -1,0 +1,46 @@
+"""Detection losses: focal loss on the centre heatmap, L1 on box codes at ground-truth centre cells."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from models.bev import BevGeometry
+from models.box_coding import BOX_CODE_SIZE, encode_boxes
+
+
+def centre_focal_loss(logits: Tensor, targets: Tensor, *, alpha: float = 2.0, beta: float = 4.0) -> Tensor:
+    """CenterNet's penalty-reduced focal loss, summed and divided by the number of peaks (>= 1).
+
+    logits, targets: [B, K, H, W]; targets are Gaussian heatmaps with exact 1s at object centres.
+    """
+    logits = logits.float()
+    positive = targets >= 1.0 - 1e-4
+    log_p = F.logsigmoid(logits)
+    log_not_p = F.logsigmoid(-logits)
+    p = torch.sigmoid(logits)
+    pos_term = (1 - p) ** alpha * log_p
+    neg_term = p ** alpha * (1 - targets) ** beta * log_not_p
+    loss = -(torch.where(positive, pos_term, neg_term)).sum()
+    return loss / positive.sum().clamp_min(1)
+
+
+def gather_cells(maps: Tensor, cells: Tensor) -> Tensor:
+    """maps: [B, C, H, W], cells: [B, M, 2] int (col, row) -> [B, M, C] values at those cells."""
+    b, c, h, w = maps.shape
+    flat = (cells[..., 1] * w + cells[..., 0]).long()  # [B, M]
+    return maps.flatten(2).gather(2, flat[:, None, :].expand(b, c, -1)).transpose(1, 2)
+
+
+def box_regression_loss(box_codes: Tensor, gt_boxes: Tensor, cells: Tensor, usable: Tensor,
+                        geometry: BevGeometry) -> Tensor:
+    """Mean L1 between predicted and target box codes at the GT centre cells of usable objects.
+
+    box_codes: [B, 8, H, W]; gt_boxes: [B, M, 7]; cells: [B, M, 2]; usable: [B, M] bool.
+    """
+    predicted = gather_cells(box_codes.float(), cells)  # [B, M, 8]
+    target = encode_boxes(gt_boxes.float(), cells, geometry)
+    weight = usable[..., None].to(predicted.dtype)
+    error = (predicted - target).abs() * weight
+    return error.sum() / (weight.sum() * BOX_CODE_SIZE).clamp_min(1)
