@@ -27,7 +27,7 @@ def format_table(metrics: dict[str, float]) -> str:
     shown: set[str] = set()
     lines: list[str] = []
     if thresholds:
-        header = ["class"] + [f"AP@{t}" for t in thresholds]
+        header = ["AP (%)"] + [f"@{t}" for t in thresholds]
         rows = [[name] + [_cell(metrics.get(f"AP@{t}/{name}"), True) for t in thresholds] for name in classes]
         rows.append(["mean"] + [_cell(metrics.get(f"AP@{t}"), True) for t in thresholds])
         widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
@@ -37,10 +37,8 @@ def format_table(metrics: dict[str, float]) -> str:
     prediction = [k for k in _PREDICTION_KEYS if k in metrics]
     prediction += sorted(k for k in metrics if k.startswith("EPA/"))
     if prediction:
-        lines.append("  ".join(
-            f"{k} {_cell(metrics[k], k.startswith(('MR', 'EPA')))}{'' if k.startswith(('MR', 'EPA')) else ' m'}"
-            for k in prediction
-        ))
+        rate = {k: k.startswith(("MR", "EPA")) for k in prediction}
+        lines.append("  ".join(f"{k} {_cell(metrics[k], rate[k])}{'%' if rate[k] else ' m'}" for k in prediction))
         shown |= set(prediction)
     counts = [k for k in _COUNT_KEYS if k in metrics]
     if counts:
