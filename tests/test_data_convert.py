@@ -1,0 +1,156 @@
+"""OpenCOOD tree -> schema-v1 shards, checked against hand-computed values."""
+
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+
+from trainer.data.build import FrameReader, build_sample, select_agents
+from trainer.data.config import ConvertConfig
+from trainer.data.convert import convert, main
+from trainer.data.fixtures import vehicle_entry, write_frame
+from trainer.data.opencood import scan_split
+from trainer.data.pointio import SourceFormatError
+from trainer.data.sample import decode_sample
+
+# Ego vehicle 7 sits still at (10, 5), heading 90 deg (its x axis is world +y), LiDAR at z = 1.5.
+EGO_POSE = [10.0, 5.0, 1.5, 0.0, 90.0, 0.0]
+POSES = {
+    7: EGO_POSE,
+    9: [10.0, -5.0, 1.5, 0.0, 0.0, 0.0],  # 10 m from the ego, appears only from frame 1
+    8: [90.0, 5.0, 1.5, 0.0, 0.0, 0.0],  # 80 m away: out of range
+    -1: [30.0, 5.0, 6.0, 0.0, 0.0, 0.0],  # infrastructure, 20 m
+    -2: [30.0, 45.0, 6.0, 0.0, 0.0, 0.0],  # infrastructure, 44.7 m
+}
+CFG = dict(history=2, history_stride=1, future=2, future_stride=1, sample_stride=1)
+
+
+def truck(frame):
+    """Object 42: a truck moving +1 m/frame along world y; centre = location + (0, 0, 0.5)."""
+    return vehicle_entry([10.0, 15.0 + frame, 0.0], 120.0, extent=[2.0, 1.0, 0.75], center=[0.0, 0.0, 0.5],
+                         obj_type="Truck")
+
+
+def write_tree(root, *, fmt="bin"):
+    scn = root / "scene_a"
+    for f in range(5):
+        for aid, pose in POSES.items():
+            if aid == 9 and f == 0:
+                continue
+            vehicles = {}
+            if aid == 7 and f < 4:  # the truck leaves after frame 3
+                vehicles[42] = truck(f)
+            if aid == -1:
+                vehicles[50] = vehicle_entry([25.0, 0.0, 0.0], 0.0, obj_type="Pedestrian")
+            if aid == 9:
+                vehicles[7] = vehicle_entry(EGO_POSE[:3], 90.0)  # the ego itself: never a target
+            pts = np.array([[0.0, 10.0, -1.0, 0.5], [1.0, 0.0, -pose[2], 0.2]], dtype=np.float32)
+            write_frame(scn, aid, f"{f:06d}", lidar_pose=pose, vehicles=vehicles, points=pts, fmt=fmt)
+    (scn / "7" / "000000_camera_gt.yaml").write_text("not: [a frame")  # ignored by name
+    return root
+
+
+def read_shard(path):
+    records = {}
+    with tarfile.open(path) as tar:
+        for member in tar.getmembers():
+            key, suffix = member.name.split(".", 1)
+            records.setdefault(key, {"__key__": key})[suffix] = tar.extractfile(member).read()
+    return {k: decode_sample(r) for k, r in records.items()}
+
+
+@pytest.mark.parametrize("fmt", ["bin", "pcd"])
+def test_converted_object_matches_source_yaml(tmp_path, fmt):
+    write_tree(tmp_path / "src", fmt=fmt)
+    summary = convert(tmp_path / "src", str(tmp_path / "out" / "s-%06d.tar"), ConvertConfig(mode="vc", **CFG),
+                      progress=False)
+    samples = read_shard(summary.shards[0])
+    assert summary.samples == 6 and sorted(samples) == [f"scene_a__{e}__00000{t}" for e in (7, 8, 9) for t in (1, 2)]
+    s = samples["scene_a__7__000001"]
+    assert s.meta["agent_ids"] == [7, 9, -1, -2]
+    assert s.meta["agent_types"] == ["vehicle", "vehicle", "infrastructure", "infrastructure"]
+    ids = s.track_ids.tolist()
+    assert 7 not in ids and sorted(ids) == [42, 50]
+    o = ids.index(42)
+    # world centre (10, 16, 0.5) -> ego BEV: 11 m ahead, 0 left, 1 m below the ego LiDAR
+    np.testing.assert_allclose(s.boxes[o], [11.0, 0.0, -1.0, 4.0, 2.0, 1.5, np.radians(30.0)], atol=1e-5)
+    assert s.meta["obj_type_names"][s.obj_types[o]] == "truck"
+    np.testing.assert_allclose(s.future[o], [[12.0, 0.0], [13.0, 0.0]], atol=1e-5)
+    np.testing.assert_allclose(s.past[o], [[10.0, 0.0], [11.0, 0.0]], atol=1e-5)
+    assert s.future_valid[o].all() and s.past_valid[o].all()
+    # agent 9 has no frame 0: history step 0 missing, NaN pose, no points
+    assert s.frame_valid.tolist() == [[True, True], [False, True], [True, True], [True, True]]
+    assert np.isnan(s.poses[1, 0]).all() and s.point_counts[1, 0] == 0
+    np.testing.assert_allclose(s.poses[2, 1], POSES[-1])
+    np.testing.assert_allclose(s.agent_points(0, 1), [[0.0, 10.0, -1.0, 0.5], [1.0, 0.0, -1.5, 0.2]])
+    # at t = 2 the truck's second future frame (4) has no annotation anywhere
+    s2 = samples["scene_a__7__000002"]
+    assert s2.future_valid[s2.track_ids.tolist().index(42)].tolist() == [True, False]
+
+
+@pytest.mark.parametrize(
+    "mode, ego, expected",
+    [("vc", 7, [7, 9, -1, -2]), ("v2v", 7, [7, 9]), ("ic", -1, [-1, 7, 9, -2]), ("i2i", -1, [-1, -2])],
+)
+def test_modes_select_agents_within_range(tmp_path, mode, ego, expected):
+    reader = FrameReader(scan_split(write_tree(tmp_path))[0], skip_bad=False)
+    sample = build_sample(reader, ego, 1, ConvertConfig(mode=mode, **CFG))
+    assert sample.meta["agent_ids"] == expected
+    assert sample.meta["mode"] == mode
+
+
+def test_select_agents_rules():
+    pos = {1: (0, 0), 2: (30, 0), 3: (10, 0), -1: (5, 0), -2: (6, 0), -3: (7, 0), 4: (50.5, 0)}
+    assert select_agents("vc", 1, pos, comm_range=50, max_agents=5, max_infra_vc=2) == [1, -1, -2, 3, 2]
+    assert select_agents("vc", 1, pos, comm_range=50, max_agents=3) == [1, -1, -2]
+    assert select_agents("v2v", 1, pos, comm_range=20, max_agents=4) == [1, 3]
+    assert select_agents("ic", -1, pos, comm_range=50, max_agents=4) == [-1, -2, -3, 1]
+    assert select_agents("i2i", -1, pos, comm_range=50, max_agents=4) == [-1, -2, -3]
+    with pytest.raises(ValueError, match="does not allow ego"):
+        select_agents("vc", -1, pos, comm_range=50, max_agents=4)
+
+
+def test_malformed_yaml_raises_naming_file_and_skip_bad_counts(tmp_path):
+    write_tree(tmp_path / "src")
+    bad = tmp_path / "src" / "scene_a" / "9" / "000002.yaml"
+    bad.write_text("lidar_pose: [1, 2, 3]\n")
+    out = str(tmp_path / "out" / "s-%06d.tar")
+    with pytest.raises(SourceFormatError, match="lidar_pose must be a list of 6") as info:
+        convert(tmp_path / "src", out, ConvertConfig(mode="vc", **CFG), progress=False)
+    assert str(bad) in str(info.value)
+    summary = convert(tmp_path / "src", out, ConvertConfig(mode="vc", **CFG), skip_bad=True, progress=False)
+    assert list(summary.bad_files) == [str(bad)]
+    assert summary.skipped_samples == 1  # ego 9 at t = 2
+    samples = read_shard(summary.shards[0])
+    assert "scene_a__9__000002" not in samples
+    assert samples["scene_a__7__000002"].meta["agent_ids"] == [7, -1, -2]  # 9 has no usable frame at t
+
+
+def test_malformed_bin_with_cli_skip_bad(tmp_path, capsys):
+    write_tree(tmp_path / "src")
+    bad = tmp_path / "src" / "scene_a" / "-1" / "000001.bin"
+    bad.write_bytes(b"\x00" * 7)
+    out = str(tmp_path / "out" / "s-%06d.tar")
+    with pytest.raises(SourceFormatError, match="multiple of 16"):
+        main(["--src", str(tmp_path / "src"), "--out", out, "--history", "2", "--history-stride", "1",
+              "--future", "2", "--future-stride", "1", "--sample-stride", "1", "--no-progress"])
+    rc = main(["--src", str(tmp_path / "src"), "--out", out, "--history", "2", "--history-stride", "1",
+               "--future", "2", "--future-stride", "1", "--sample-stride", "1", "--no-progress", "--skip-bad"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "1 malformed file(s)" in text and str(bad) in text
+    s = read_shard(out % 0)["scene_a__7__000002"]
+    assert s.frame_valid[s.meta["agent_ids"].index(-1)].tolist() == [False, True]
+
+
+def test_empty_point_cloud_and_meta_json(tmp_path):
+    write_tree(tmp_path / "src")
+    (tmp_path / "src" / "scene_a" / "7" / "000001.bin").write_bytes(b"")
+    summary = convert(tmp_path / "src", str(tmp_path / "o-%06d.tar"), ConvertConfig(mode="v2v", **CFG),
+                      progress=False)
+    with tarfile.open(summary.shards[0]) as tar:
+        meta = json.load(io.BytesIO(tar.extractfile("scene_a__7__000001.meta.json").read()))
+    assert meta["schema_version"] == 1 and meta["history_stride"] == 1 and meta["ego_id"] == 7
+    s = read_shard(summary.shards[0])["scene_a__7__000001"]
+    assert s.frame_valid[0, 1] and s.point_counts[0, 1] == 0
