@@ -1,0 +1,75 @@
+"""Decoding dense head outputs into scored oriented boxes with trajectories (``SceneDetections``)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from models.bev import BevGeometry
+from models.box_coding import decode_boxes
+from models.detections import SceneDetections
+from models.output import ModelOutput
+from models.warp import sample_at_points
+
+
+def circle_nms(centres: Tensor, scores: Tensor, radius: Tensor) -> Tensor:
+    """Greedy non-maximum suppression by centre distance.
+
+    centres: [N, 2]; scores: [N]; radius: [N] suppression radius of each candidate (metres).
+    Returns int64 indices of kept candidates, highest score first.
+    """
+    order = scores.argsort(descending=True)
+    centres, radius = centres[order], radius[order]
+    dist = torch.cdist(centres.float(), centres.float())
+    suppressed = torch.zeros(len(order), dtype=torch.bool, device=centres.device)
+    keep = []
+    for i in range(len(order)):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= dist[i] < radius[i]
+    return order[torch.tensor(keep, dtype=torch.long, device=centres.device)]
+
+
+def decode_detections(output: ModelOutput, geometry: BevGeometry, *, score_threshold: float = 0.1,
+                      max_detections: int = 100, nms_radius: list[float] | float = 2.0) -> list[SceneDetections]:
+    """Heatmap peaks (3x3 max-pool) -> top-k -> score threshold -> per-class circle NMS -> boxes, with the
+    trajectory modes read out (bilinear) at each detected centre. One ``SceneDetections`` per scene."""
+    if output.heatmap is None or output.box_codes is None:
+        raise ValueError("decode_detections needs the 'det' head's outputs")
+    heat = torch.sigmoid(output.heatmap.float())  # [B, K, H, W]
+    b, k, h, w = heat.shape
+    radii = torch.as_tensor(nms_radius, dtype=torch.float32, device=heat.device).expand(k)
+    peaks = heat * (heat == F.max_pool2d(heat, 3, stride=1, padding=1))
+    scores, flat = peaks.flatten(1).topk(min(max_detections, k * h * w), dim=1)
+    results = []
+    for s in range(b):
+        keep = scores[s] > score_threshold
+        score, idx = scores[s][keep], flat[s][keep]
+        label, cell = idx // (h * w), idx % (h * w)
+        cells = torch.stack((cell % w, cell // w), dim=-1)
+        codes = output.box_codes[s].float().flatten(1)[:, cell].T  # [N, 8]
+        boxes = decode_boxes(codes, cells, geometry)
+        kept = []
+        for cls in label.unique():
+            members = (label == cls).nonzero().squeeze(1)
+            kept.append(members[circle_nms(boxes[members, :2], score[members], radii[cls].expand(len(members)))])
+        order = torch.cat(kept) if kept else label.new_zeros(0)
+        order = order[score[order].argsort(descending=True)]
+        boxes, score, label = boxes[order], score[order], label[order]
+        results.append(_with_trajectories(output, s, boxes, score, label, geometry))
+    return results
+
+
+def _with_trajectories(output: ModelOutput, scene: int, boxes: Tensor, scores: Tensor, labels: Tensor,
+                       geometry: BevGeometry) -> SceneDetections:
+    n = boxes.shape[0]
+    if output.trajectories is None or output.mode_logits is None:
+        raise ValueError("decode_detections needs the 'pred' head's outputs for SceneDetections trajectories")
+    _, k, t, _, h, w = output.trajectories.shape
+    maps = torch.cat([output.trajectories[scene].float().reshape(k * t * 2, h, w), output.mode_logits[scene].float()])
+    sampled = sample_at_points(maps[None], boxes[None, :, :2], geometry)[0]  # [N, K*T*2 + K]
+    trajectories = sampled[:, : k * t * 2].reshape(n, k, t, 2) + boxes[:, None, None, :2]
+    return SceneDetections(boxes=boxes, scores=scores, labels=labels.long(), trajectories=trajectories,
+                           mode_scores=torch.softmax(sampled[:, k * t * 2:], dim=-1))
