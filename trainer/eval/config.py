@@ -11,8 +11,9 @@ PRED_MATCH_RULES = ("iou", "distance")
 class EvalConfig:
     """Detection AP and prediction (minADE / minFDE / MR / EPA) settings; see docs/METRICS.md."""
 
-    class_names: list[str] = field(default_factory=lambda: ["vehicle"])
-    """Name of each training class index (labels and gt_classes index into this list)."""
+    class_names: list[str] = field(default_factory=lambda: ["vehicle", "pedestrian", "truck"])
+    """Name of each training class index (labels and gt_classes index into this list); keep equal to
+    the names of ``DataConfig.classes``."""
     iou_thresholds: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7])
     """Rotated BEV IoU thresholds at which detection AP is reported."""
     pred_match: str = "iou"
