@@ -12,6 +12,8 @@ from trainer.data.synth.kinematics import bicycle_step, idm_accel, pure_pursuit_
 from trainer.data.synth.paths import Polyline
 from trainer.data.synth.world import Route, World
 
+KEEP_RIGHT = 0.6
+"""Pedestrians walk this far (m) right of the walkway centre line, so opposite streams pass each other."""
 PEDESTRIAN_LOOKAHEAD_S = 1.5
 """Vehicles also yield to where a pedestrian will be this many seconds ahead."""
 
@@ -101,9 +103,11 @@ class Traffic:
         self._next_id += 1
         return actor
 
-    def _clear(self, x: float, y: float, radius: float, pedestrians: bool) -> bool:
+    def _clear(self, x: float, y: float, vehicle_radius: float, pedestrian_radius: float) -> bool:
+        """No road user's centre within its half length plus the given radius (by the other's kind) of (x, y)."""
         for a in self.actors:
-            if (a.spec.role == "pedestrian") == pedestrians and np.hypot(a.x - x, a.y - y) < radius + a.size[0] / 2:
+            radius = pedestrian_radius if a.spec.role == "pedestrian" else vehicle_radius
+            if np.hypot(a.x - x, a.y - y) < radius + a.size[0] / 2:
                 return False
         return True
 
@@ -118,7 +122,7 @@ class Traffic:
             else:
                 s = self.rng.uniform(0.0, route.spawn_s_max if initial else 15.0)
             (x, y), yaw = path.position(s), path.heading_at(s)
-            if self._clear(x, y, spec.length[1] / 2 + 6.0, pedestrians=False):
+            if self._clear(x, y, spec.length[1] / 2 + 6.0, 1.5):
                 desired = self.cfg.speed_limit * self.rng.uniform(*spec.speed_factor) * (0.85 if cav else 1.0)
                 speed = desired * (self.rng.uniform(0.3, 1.0) if initial else 0.8)
                 self.actors.append(self._make(name, path, route, s, x, y, yaw, speed, desired, cav))
@@ -126,10 +130,11 @@ class Traffic:
 
     def _spawn_pedestrian(self, *, initial: bool) -> None:
         for _ in range(30):
-            path = self.world.walk_routes[int(self.rng.integers(len(self.world.walk_routes)))]
+            route = self.world.walk_routes[int(self.rng.integers(len(self.world.walk_routes)))]
+            path = route.offset(-(KEEP_RIGHT + self.rng.uniform(-0.15, 0.15)))
             s = self.rng.uniform(0.0, 0.6 * path.length) if initial else 0.0
             (x, y), yaw = path.position(s), path.heading_at(s)
-            if self._clear(x, y, 1.0, pedestrians=True):
+            if self._clear(x, y, 2.0, 1.0):
                 desired = self.rng.uniform(*CLASS_SPECS["pedestrian"].speed_factor)
                 self.actors.append(self._make("pedestrian", path, None, s, x, y, yaw, desired, desired))
                 return
