@@ -143,3 +143,45 @@ def test_toy_model_keeps_one_fork_between_encoder_and_heads():
     model.task_fork.register_forward_hook(lambda m, i, o: calls.append(o))
     det, pred, z = model(torch.randn(1, 3, 6, 6))
     assert len(calls) == 1 and det.shape == (1, 2, 6, 6) and pred.shape == (1, 4, 6, 6) and z.shape == (1, 8, 6, 6)
+
+
+def _real_model_and_batch():
+    from batch_factory import make_batch
+    from models.config import model_config
+    from models.v2x_model import V2XModel
+
+    cfg = model_config("tiny")
+    torch.manual_seed(0)
+    return V2XModel(cfg), make_batch(cfg, num_scenes=2, agents=2, seed=0)
+
+
+def test_real_model_heads_reach_the_encoder_only_through_the_fork():
+    """A fork that detaches Z cuts every head path: no head loss may reach the encoder otherwise."""
+    from trainer.losses.task_losses import task_losses as v2x_losses
+
+    class DetachingFork(TaskFork):
+        def forward(self, z):
+            return z.detach(), z.detach()
+
+    model, b = _real_model_and_batch()
+    model.task_fork = DetachingFork()
+    v2x_losses(model(b), b, model.geometry).total.backward()
+    leaked = [n for n, p in model.named_parameters()
+              if not n.startswith(("det_head", "pred_head")) and p.grad is not None and p.grad.abs().max() > 0]
+    assert leaked == []
+
+
+def test_real_model_with_conflict_fork_trains_and_reports_stats():
+    from trainer.losses.task_losses import task_losses as v2x_losses
+
+    model, b = _real_model_and_batch()
+    fork = ConflictFork(BalancerConfig(rule="pcgrad", granularity="cell", balance_magnitude=True))
+    model.task_fork = fork
+    losses = v2x_losses(model(b), b, model.geometry)
+    det_own = torch.autograd.grad(losses.detection, list(model.det_head.parameters()), retain_graph=True)
+    losses.total.backward()
+    for p, g in zip(model.det_head.parameters(), det_own):
+        torch.testing.assert_close(p.grad, g, rtol=0, atol=0)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    stats = fork.last_stats.to_floats()
+    assert -1.0 <= stats["cosine"] <= 1.0 and 0.0 <= stats["conflict_fraction"] <= 1.0 and stats["norm_ratio"] > 0
