@@ -16,7 +16,10 @@ from models.config import MODEL_SIZES, ModelConfig, model_config
 from trainer.balancing.config import BalancingConfig
 from trainer.data.config import DataConfig
 from trainer.eval.config import EvalConfig
+from trainer.faults import FaultConfig
+from trainer.losses.config import TaskLossConfig
 from trainer.pretrain.config import PretrainConfig
+from trainer.synthetic_data import SyntheticDataConfig
 
 PRECISIONS = ("bf16", "fp16", "fp32")
 ENGINES = ("deepspeed", "plain")
@@ -165,6 +168,8 @@ class StageConfig:
     """Weight of the prediction loss."""
     evaluate: bool = True
     """Evaluate detection / prediction on the validation split at the end of the stage."""
+    init_skip: list[str] = field(default_factory=lambda: ["recon_head"])
+    """Module prefixes NOT loaded by ``init_from`` (the stage-1 decoder is discarded by default)."""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -185,11 +190,8 @@ class TrainConfig:
     """Preset the ``model`` section starts from: tiny, base or large."""
     precision: str = "bf16"
     """bf16 (default), fp16 (GPU; dynamic loss scaling) or fp32."""
-    synthetic: bool = True
-    """With no shards given, generate (once, cached) and use the built-in synthetic V2X dataset."""
-    cache_dir: str = ""
-    """Where the synthetic dataset is cached (empty: ``$TURBOTRAIN_CACHE`` or ``~/.cache/turbotrain``)."""
     run: RunConfig = field(default_factory=RunConfig)
+    synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
     model: ModelConfig = field(default_factory=lambda: model_config("tiny"))
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -197,7 +199,9 @@ class TrainConfig:
     loop: LoopConfig = field(default_factory=LoopConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     balancing: BalancingConfig = field(default_factory=BalancingConfig)
+    loss: TaskLossConfig = field(default_factory=TaskLossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    faults: FaultConfig = field(default_factory=FaultConfig)
     stages: dict[str, StageConfig] = field(default_factory=dict)
     """Ordered stages; a recipe names them (``stages.pretrain.steps=200`` overrides one field)."""
 

@@ -1,0 +1,48 @@
+"""Detection + prediction evaluation of a model over the validation split, on every rank."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable
+
+import torch
+
+from models.batch import Batch
+from models.decode import decode_detections
+from models.v2x_model import V2XModel
+from trainer.config import StageConfig, TrainConfig
+from trainer.eval.evaluator import Evaluator
+from trainer.train_module import stage_view
+
+
+def inner_model(engine: Any) -> V2XModel:
+    """The ``V2XModel`` inside an engine / DDP wrapper / TrainingModule."""
+    module = engine
+    while not isinstance(module, V2XModel):
+        if hasattr(module, "module"):
+            module = module.module
+        elif hasattr(module, "model"):
+            module = module.model
+        else:
+            raise TypeError(f"no V2XModel inside {type(engine).__name__}")
+    return module
+
+
+@torch.no_grad()
+def evaluate_model(model: V2XModel, batches: Iterable[Batch], cfg: TrainConfig, *, device: torch.device,
+                   gather: Any = None, stage: StageConfig | None = None, max_batches: int = 0) -> dict[str, float]:
+    """Metrics of ``model`` on ``batches`` (every rank calls this; results are identical on all ranks)."""
+    eval_cfg = dataclasses.replace(cfg.eval, class_names=[c.name for c in cfg.data.classes])
+    evaluator = Evaluator(eval_cfg, gather=gather)
+    was_training = model.training
+    model.eval()
+    for i, batch in enumerate(batches):
+        if max_batches and i >= max_batches:
+            break
+        batch = batch.to(device)
+        view = stage_view(batch, stage) if stage is not None else batch
+        out = model(view, heads=("det", "pred"))
+        evaluator.update([d.to_cpu() if hasattr(d, "to_cpu") else d for d in decode_detections(out, model.geometry)],
+                         batch)
+    model.train(was_training)
+    return evaluator.compute()

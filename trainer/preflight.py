@@ -1,0 +1,50 @@
+"""Checks of the inputs before any process group or model exists: fail fast, with the reason."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+
+from trainer.config import TrainConfig
+from trainer.data import split
+from trainer.data.sample import SCHEMA_VERSION
+
+
+class PreflightError(ValueError):
+    """An input that would make training fail later (or silently train on nothing)."""
+
+
+def _check_shards(spec: str, what: str) -> None:
+    urls = split.expand_shards(spec)
+    if not urls:
+        raise PreflightError(f"{what} matches no shard: {spec!r}")
+    for url in urls:
+        if "://" in url or url.startswith("pipe:"):
+            continue
+        try:
+            with tarfile.open(url) as tar:
+                member = next((m for m in tar if m.name.endswith(".meta.json")), None)
+                if member is None:
+                    raise PreflightError(f"{what}: shard {url} holds no sample (empty or not a TurboTrain shard)")
+                meta = json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
+        except FileNotFoundError as err:
+            raise PreflightError(f"{what}: shard {url} does not exist") from err
+        except (tarfile.TarError, OSError) as err:
+            raise PreflightError(f"{what}: shard {url} is unreadable: {err}") from err
+        if meta.get("schema_version") != SCHEMA_VERSION:
+            raise PreflightError(f"{what}: shard {url} has schema version {meta.get('schema_version')!r}, this "
+                                 f"TurboTrain reads version {SCHEMA_VERSION}; re-convert it with trainer.data.convert")
+
+
+def preflight(cfg: TrainConfig) -> None:
+    """Shards exist, are non-empty and of our schema version; the DeepSpeed JSON exists."""
+    for spec, what in ((cfg.data.train_shards, "data.train_shards"), (cfg.data.val_shards, "data.val_shards")):
+        if spec:
+            _check_shards(spec, what)
+        elif not cfg.synthetic.enabled:
+            raise PreflightError(f"{what} is empty and synthetic.enabled=false: nothing to train on")
+    if cfg.distributed.engine == "deepspeed":
+        try:
+            cfg.distributed.deepspeed_config_path()
+        except FileNotFoundError as err:
+            raise PreflightError(str(err)) from err

@@ -1,0 +1,230 @@
+"""The one place that talks to Accelerate and DeepSpeed.
+
+``Runtime`` owns the ``Accelerator``: process-group setup (gloo on CPU, NCCL on GPU), the resolved
+DeepSpeed config, ``prepare`` / ``backward`` / state save and load, and the few collectives the
+loop needs (barrier, sums, an any-rank flag, object gather / broadcast). Everything else in the
+trainer receives plain callables from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer.config import TrainConfig
+
+_ACCELERATE_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
+# DeepSpeed's own defaults for the bucket sizes Accelerate would derive from a HF ``model.config``.
+_ZERO_AUTO_DEFAULTS = {"reduce_bucket_size": 500_000_000, "stage3_prefetch_bucket_size": 50_000_000,
+                       "stage3_param_persistence_threshold": 100_000}
+
+
+class LaunchConfigError(ValueError):
+    """The launcher, the DeepSpeed JSON and the training config disagree."""
+
+
+def prepare_process_env(engine: str) -> None:
+    """Environment every process needs before DeepSpeed is imported.
+
+    On a machine without CUDA, DeepSpeed must use its CPU accelerator. A plain ``python`` run (no
+    launcher) gets a one-process rendezvous so DeepSpeed can initialise its process group.
+    """
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    launched = any(k in os.environ for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
+    if engine == "deepspeed" and not launched:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+
+
+def _explicit(flag: Any) -> bool | None:
+    return None if flag in (None, "auto") else bool(flag)
+
+
+def resolve_deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
+    """The DeepSpeed JSON with every ``auto`` filled from ``cfg``; conflicts are errors."""
+    path = cfg.distributed.deepspeed_config_path()
+    try:
+        ds = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise LaunchConfigError(f"{path}: not valid JSON: {err}") from err
+    zero = ds.setdefault("zero_optimization", {})
+    file_stage = zero.get("stage", 0)
+    stage = cfg.distributed.zero_stage if cfg.distributed.zero_stage is not None else file_stage
+    env_stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+    if env_stage is not None and int(env_stage) != stage:
+        raise LaunchConfigError(f"the launcher asks for ZeRO stage {env_stage} (--zero_stage) but the training config "
+                                f"uses stage {stage} ({path}, distributed.zero_stage); make them agree")
+    zero["stage"] = stage
+    for key, default in _ZERO_AUTO_DEFAULTS.items():
+        if zero.get(key) == "auto":
+            zero[key] = default
+    for key, name in (("bf16", "bf16"), ("fp16", "fp16")):
+        enabled = _explicit(ds.get(key, {}).get("enabled"))
+        if enabled is True and cfg.precision != name:
+            raise LaunchConfigError(f"{path} enables {key} but precision={cfg.precision}; set precision={name} "
+                                    f"or use a DeepSpeed config with '{key}.enabled: auto'")
+        if enabled is False and cfg.precision == name:
+            raise LaunchConfigError(f"{path} disables {key} but precision={cfg.precision}")
+        ds.setdefault(key, {})["enabled"] = cfg.precision == name
+    micro, accum = cfg.data.batch_size, cfg.optim.grad_accum_steps
+    for key, value in (("train_micro_batch_size_per_gpu", micro), ("gradient_accumulation_steps", accum),
+                       ("train_batch_size", micro * accum * world_size), ("gradient_clipping", cfg.optim.grad_clip)):
+        if ds.get(key, "auto") not in ("auto", value):
+            raise LaunchConfigError(f"{path} sets {key}={ds[key]} but the training config implies {value}")
+        ds[key] = value
+    if cfg.precision == "fp16" and not torch.cuda.is_available():
+        raise LaunchConfigError("precision=fp16 needs a GPU (DeepSpeed has no fp16 on CPU); use bf16 or fp32")
+    return ds
+
+
+def check_launcher_precision(precision: str) -> None:
+    """``accelerate launch --mixed_precision X`` must agree with ``precision``."""
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if launcher is not None and launcher != _ACCELERATE_PRECISION[precision]:
+        raise LaunchConfigError(f"the launcher sets --mixed_precision {launcher} but the training config has "
+                                f"precision={precision}; make them agree")
+
+
+@dataclass
+class Runtime:
+    """An initialised Accelerator plus the collectives the training loop uses."""
+
+    accelerator: Any
+
+    @classmethod
+    def create(cls, cfg: TrainConfig) -> "Runtime":
+        prepare_process_env(cfg.distributed.engine)
+        check_launcher_precision(cfg.precision)
+        from accelerate import Accelerator, DeepSpeedPlugin
+        from accelerate.utils import InitProcessGroupKwargs
+
+        handlers = [InitProcessGroupKwargs(backend="nccl" if torch.cuda.is_available() else "gloo",
+                                           timeout=timedelta(seconds=cfg.distributed.timeout_s))]
+        plugin = None
+        if cfg.distributed.engine == "deepspeed":
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            plugin = DeepSpeedPlugin(hf_ds_config=resolve_deepspeed_config(cfg, world))
+        elif os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+            raise LaunchConfigError("the launcher enables DeepSpeed (--use_deepspeed) but distributed.engine=plain")
+        accelerator = Accelerator(
+            deepspeed_plugin=plugin,
+            mixed_precision=_ACCELERATE_PRECISION[cfg.precision],
+            gradient_accumulation_steps=cfg.optim.grad_accum_steps,
+            kwargs_handlers=handlers,
+        )
+        return cls(accelerator)
+
+    # -- identity -------------------------------------------------------------------------------
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def world_size(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def uses_deepspeed(self) -> bool:
+        return self.accelerator.state.deepspeed_plugin is not None
+
+    # -- collectives ------------------------------------------------------------------------------
+    def barrier(self) -> None:
+        self.accelerator.wait_for_everyone()
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum over ranks (a new tensor; identity on one process)."""
+        if self.world_size == 1:
+            return tensor.clone()
+        return self.accelerator.reduce(tensor.clone(), reduction="sum")
+
+    def any_rank(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is True on at least one rank."""
+        return bool(self.all_reduce_sum(torch.tensor([float(flag)], device=self.device)).item() > 0)
+
+    def broadcast_object(self, obj: Any) -> Any:
+        """``obj`` of rank 0, on every rank."""
+        if self.world_size == 1:
+            return obj
+        from accelerate.utils import broadcast_object_list
+
+        return broadcast_object_list([obj], from_process=0)[0]
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """One entry per rank, in rank order, on every rank (uneven sizes are fine)."""
+        if self.world_size == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    # -- engine -----------------------------------------------------------------------------------
+    def prepare(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[Any, Any, Any]:
+        return self.accelerator.prepare(model, optimizer, scheduler)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.accelerator.backward(loss)
+
+    def clip_and_norm(self, model: Any, max_norm: float) -> float | None:
+        """Global grad norm of this step (clipping itself is DeepSpeed's under ZeRO)."""
+        if self.uses_deepspeed:
+            norm = model.get_global_grad_norm()
+            return None if norm is None else float(norm)
+        if not self.accelerator.sync_gradients:
+            return None
+        params = [p for p in model.parameters() if p.grad is not None]
+        norm = self.accelerator.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+        return float(norm)
+
+    def unwrap(self, model: Any) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(model)
+
+    def save_state(self, path: Path) -> None:
+        self.accelerator.save_state(str(path), safe_serialization=False)
+
+    def load_state(self, path: Path) -> None:
+        self.accelerator.load_state(str(path))
+
+    def release(self) -> None:
+        """Drop the prepared engine/optimizer references so the next stage can prepare anew."""
+        self.accelerator.free_memory()
+
+    def attach_trackers(self, run_dir: Path, *, tensorboard: bool, wandb: bool, config: dict[str, Any]) -> None:
+        """Accelerate trackers writing under the run directory (decided after the Accelerator exists,
+        so they are attached here rather than through ``Accelerator(log_with=...)``)."""
+        if not self.is_main:
+            return
+        from accelerate.tracking import TensorBoardTracker, WandBTracker
+
+        if tensorboard:
+            self.accelerator.trackers.append(TensorBoardTracker("tb", str(run_dir)))
+        if wandb:
+            self.accelerator.trackers.append(WandBTracker(run_dir.name))
+        for tracker in self.accelerator.trackers:
+            tracker.start()
+            tracker.store_init_configuration(config)
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        self.accelerator.log(values, step=step)
+
+    def end(self) -> None:
+        self.accelerator.end_training()

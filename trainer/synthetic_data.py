@@ -1,0 +1,78 @@
+"""The built-in synthetic dataset: generated once (rank 0), converted to shards, cached by its spec."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from trainer.data.config import ConvertConfig
+
+
+@dataclass(kw_only=True)
+class SyntheticDataConfig:
+    """What the embedded default dataset contains (used when no shards are given)."""
+
+    enabled: bool = True
+    """With empty data.train_shards / data.val_shards, generate and use the synthetic dataset."""
+    cache_dir: str = ""
+    """Cache folder (empty: ``$TURBOTRAIN_CACHE`` or ``~/.cache/turbotrain``)."""
+    seed: int = 0
+    """Generator seed of the train split (val uses seed + 1000, so the splits never share a scenario)."""
+    train_scenarios: int = 6
+    """Training scenarios."""
+    val_scenarios: int = 2
+    """Held-out validation scenarios."""
+    frames: int = 80
+    """Frames per scenario at 10 Hz."""
+    sample_stride: int = 5
+    """Raw frames between consecutive samples of one ego."""
+
+    def __post_init__(self) -> None:
+        if self.train_scenarios < 1 or self.val_scenarios < 1:
+            raise ValueError("synthetic.train_scenarios and synthetic.val_scenarios must be >= 1")
+        if self.frames < 60:
+            raise ValueError(f"synthetic.frames must be >= 60 (5 history + 6 future steps at 2 Hz), got {self.frames}")
+        if self.sample_stride < 1 or self.seed < 0:
+            raise ValueError("synthetic.sample_stride must be >= 1 and synthetic.seed >= 0")
+
+    def root(self) -> Path:
+        base = self.cache_dir or os.environ.get("TURBOTRAIN_CACHE") or str(Path.home() / ".cache" / "turbotrain")
+        spec = {k: v for k, v in asdict(self).items() if k not in ("enabled", "cache_dir")}
+        digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+        return Path(base) / f"synthetic-{digest}"
+
+
+def shard_patterns(root: Path) -> tuple[str, str]:
+    """Comma-separated train and val shard lists of a prepared dataset."""
+    return tuple(",".join(str(p) for p in sorted((root / "shards").glob(f"{split}-*.tar")))  # type: ignore[return-value]
+                 for split in ("train", "val"))
+
+
+def prepare_synthetic(cfg: SyntheticDataConfig, *, max_agents: int, history: int,
+                      log: Callable[[str], None] = print) -> Path:
+    """Generate + convert the dataset unless the cache already holds it; returns its root."""
+    from trainer.data.convert import convert
+    from trainer.data.synth import SynthConfig, generate_dataset
+
+    root = cfg.root()
+    if (root / "COMPLETE").exists():
+        return root
+    log(f"generating the synthetic V2X dataset into {root} (once; cached afterwards)")
+    tmp = root.with_name(root.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for split, seed, count in (("train", cfg.seed, cfg.train_scenarios), ("val", cfg.seed + 1000, cfg.val_scenarios)):
+        raw = tmp / "raw" / split
+        generate_dataset(SynthConfig(seed=seed, num_scenarios=count, num_frames=cfg.frames), raw, progress=False)
+        summary = convert(raw, str(tmp / "shards" / f"{split}-%06d.tar"),
+                          ConvertConfig(max_agents=max_agents, history=history, sample_stride=cfg.sample_stride),
+                          maxcount=64, progress=False)
+        log(f"  {split}: {summary}")
+    (tmp / "COMPLETE").write_text(json.dumps(asdict(cfg)))
+    shutil.rmtree(root, ignore_errors=True)
+    os.replace(tmp, root)
+    return root
