@@ -17,9 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
 
-from trainer.config_io import ConfigError, load_config  # noqa: E402
-from trainer.data.loader import build_loader  # noqa: E402
-from trainer.viz import BevPlotConfig, plot_training_curves, render_samples  # noqa: E402
+from trainer.viz.curves import plot_training_curves  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,11 +37,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.run is not None:
-        print(plot_training_curves(args.run, args.out))
-        return 0
+def draw_samples(args: argparse.Namespace) -> int:
+    """The --data mode: ground-truth BEV pictures of the first samples of the shards."""
+    # Imported here so that --run (curves) does not load the model / data stack.
+    from trainer.config_io import ConfigError, load_config
+    from trainer.data.loader import build_loader
+    from trainer.viz import BevPlotConfig, render_samples
+
     try:
         cfg = load_config(args.config, [*args.overrides, f"data.val_shards={args.data}", "data.val_samples=null",
                                         "data.num_workers=0"])
@@ -61,6 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     for path in written:
         print(path)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.run is not None:
+        print(plot_training_curves(args.run, args.out))
+        return 0
+    return draw_samples(args)
 
 
 if __name__ == "__main__":
