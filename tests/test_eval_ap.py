@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from test_eval_fixtures import box, make_batch, make_detections
+from tests.test_eval_fixtures import box, make_batch, make_detections
 from trainer.eval import EvalConfig, Evaluator, average_precision, greedy_match, voc_average_precision
 
 CONFIG = EvalConfig(class_names=["car", "ped"])

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from test_eval_fixtures import box, make_batch, make_detections
+from tests.test_eval_fixtures import box, make_batch, make_detections
 from trainer.eval import EvalConfig, Evaluator, format_table
 from trainer.eval.distributed import all_gather_objects
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_eval_fixtures import box
+from tests.test_eval_fixtures import box
 from trainer.eval.iou import bev_iou, box_corners_bev, centre_distance_bev
 
 

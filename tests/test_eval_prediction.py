@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from test_eval_fixtures import box, make_batch, make_detections
+from tests.test_eval_fixtures import box, make_batch, make_detections
 from trainer.eval import EvalConfig, Evaluator, min_ade_fde, summarize_prediction
 
 

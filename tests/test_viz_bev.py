@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from models.grid import GridConfig
-from test_eval_fixtures import box, make_batch, make_detections
+from tests.test_eval_fixtures import box, make_batch, make_detections
 from trainer.viz import BevPlotConfig, canvas_size, ego_to_pixel, render_bev_png, render_samples, save_bev_gif
 from trainer.viz.points import scene_points_in_ego
 
@@ -81,7 +81,7 @@ def test_points_are_mapped_into_the_ego_frame():
 
 
 def test_points_of_every_agent_land_on_their_objects():
-    from batch_factory import GROUND_Z, make_batch as synthetic_batch
+    from tests.batch_factory import GROUND_Z, make_batch as synthetic_batch
     from models.config import model_config
     from trainer.eval.iou import box_corners_bev
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from test_viz_curves import write_run
+from tests.test_viz_curves import write_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
