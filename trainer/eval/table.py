@@ -23,7 +23,7 @@ def format_table(metrics: dict[str, float]) -> str:
     know are listed at the end unchanged, so nothing is hidden.
     """
     thresholds = sorted({key.split("/")[0][3:] for key in metrics if key.startswith("AP@")}, key=float)
-    classes = sorted({key.split("/", 1)[1] for key in metrics if key.startswith("AP@") and "/" in key})
+    classes = list(dict.fromkeys(key.split("/", 1)[1] for key in metrics if key.startswith("AP@") and "/" in key))
     shown: set[str] = set()
     lines: list[str] = []
     if thresholds:
