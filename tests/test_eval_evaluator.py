@@ -82,7 +82,7 @@ def test_injected_gather_merges_ranks():
     local = rank_a.compute()
     assert local["num_frames"] == 3
     for evaluator in (rank_a, rank_b):  # what an all-gather hands every rank
-        evaluator.gather = lambda _: [rank_a._records, rank_b._records]
+        evaluator.gather = lambda _: [rank_a.local_records, rank_b.local_records]
         assert_same_metrics(evaluator.compute(), single_process_metrics())
     rank_a.gather = lambda obj: tuple([obj])
     with pytest.raises(TypeError, match="one entry per rank"):

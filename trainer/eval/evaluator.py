@@ -39,6 +39,11 @@ class Evaluator:
         self._records = []
 
     @property
+    def local_records(self) -> list[FrameRecord]:
+        """This rank's records so far, in update order (duplicates included); what ``gather`` receives."""
+        return list(self._records)
+
+    @property
     def num_local_frames(self) -> int:
         """Frames recorded on this rank so far (duplicates included)."""
         return len(self._records)
