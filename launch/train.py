@@ -57,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted as err:
         print(f"preempted: {err}", file=sys.stderr)
         return EXIT_PREEMPTED
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     for name, record in results.items():
         if record.get("eval"):
             brief = {k: round(v, 4) for k, v in record["eval"].items() if k in ("AP@0.5", "minADE", "minFDE", "EPA")}

@@ -46,27 +46,36 @@ class V2XModel(nn.Module):
         z_half = 0.5 * (config.grid.z_range[1] - config.grid.z_range[0])
         self.recon_head = ReconstructionHead(c, config.head_channels, config.recon_points, self.geometry, z_half)
 
-    def encode(self, batch: Batch, voxel_mask: Tensor | None = None) -> Tensor:
+    def encode(self, batch: Batch, voxel_mask: Tensor | None = None, *, temporal_fusion: bool = True,
+               spatial_fusion: bool = True) -> Tensor:
         """The shared fused feature Z [B, C, H, W] in the ego BEV frame now.
 
         voxel_mask: [V] bool, True = replace that voxel's features by the encoder's mask token (stage 1).
+        temporal_fusion=False uses each agent's current-frame BEV map as is (history ignored);
+        spatial_fusion=False uses the ego's own map (no agent fusion, no windowed attention). The
+        manual multi-stage baseline trains with these switched off in its early stages.
         """
         b, a, t = batch.frame_mask.shape
         if t != self.config.history:
             raise ValueError(f"batch has {t} history frames, model config.history is {self.config.history}")
         bev = self.encoder(batch.voxels, batch.voxel_num_points, batch.voxel_coords, b * a * t, voxel_mask)
         bev = bev.view(b, a, t, *bev.shape[1:])
-        per_agent = self.temporal(bev, batch.frame_mask, batch.history_to_now, self.geometry)
+        if temporal_fusion:
+            per_agent = self.temporal(bev, batch.frame_mask, batch.history_to_now, self.geometry)
+        else:
+            per_agent = bev[:, :, -1]
+        if not spatial_fusion:
+            return per_agent[:, 0]
         z = self.agent_fusion(per_agent, batch.agent_mask, batch.agent_types, batch.agent_to_ego, self.geometry)
         return self.spatial(z)
 
-    def forward(self, batch: Batch, *, heads: Sequence[str] = ("det", "pred"),
-                voxel_mask: Tensor | None = None) -> ModelOutput:
+    def forward(self, batch: Batch, *, heads: Sequence[str] = ("det", "pred"), voxel_mask: Tensor | None = None,
+                temporal_fusion: bool = True, spatial_fusion: bool = True) -> ModelOutput:
         """Run the encoder and the requested heads (any of ``det``, ``pred``, ``recon``)."""
         unknown = set(heads) - set(HEAD_NAMES)
         if not heads or unknown:
             raise ValueError(f"heads must be a non-empty subset of {HEAD_NAMES}, got {tuple(heads)}")
-        z = self.encode(batch, voxel_mask)
+        z = self.encode(batch, voxel_mask, temporal_fusion=temporal_fusion, spatial_fusion=spatial_fusion)
         out = ModelOutput(z=z)
         if "det" in heads or "pred" in heads:
             z_det, z_pred = self.task_fork(z)

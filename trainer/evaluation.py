@@ -12,7 +12,7 @@ from models.decode import decode_detections
 from models.v2x_model import V2XModel
 from trainer.config import StageConfig, TrainConfig
 from trainer.eval.evaluator import Evaluator
-from trainer.train_module import stage_view
+from trainer.train_module import stage_switches, stage_view
 
 
 def inner_model(engine: Any) -> V2XModel:
@@ -41,7 +41,8 @@ def evaluate_model(model: V2XModel, batches: Iterable[Batch], cfg: TrainConfig, 
             break
         batch = batch.to(device)
         view = stage_view(batch, stage) if stage is not None else batch
-        out = model(view, heads=("det", "pred"))
+        switches = stage_switches(stage) if stage is not None else {}
+        out = model(view, heads=("det", "pred"), **switches)
         evaluator.update([d.to_cpu() if hasattr(d, "to_cpu") else d for d in decode_detections(out, model.geometry)],
                          batch)
     model.train(was_training)

@@ -65,6 +65,11 @@ def resolve_deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any
         raise LaunchConfigError(f"the launcher asks for ZeRO stage {env_stage} (--zero_stage) but the training config "
                                 f"uses stage {stage} ({path}, distributed.zero_stage); make them agree")
     zero["stage"] = stage
+    if stage == 3 and cfg.model.encoder == "spconv":
+        raise LaunchConfigError(
+            "ZeRO stage 3 with the spconv encoder is not supported: spconv's sparse tensors hide the encoder's "
+            "activations from ZeRO-3's parameter hooks and its sparse-conv backward fails on partitioned state. "
+            "Use ZeRO 1/2 (ds_configs/zero2.json) with model.encoder=spconv, or model.encoder=pillars with ZeRO-3.")
     for key, default in _ZERO_AUTO_DEFAULTS.items():
         if zero.get(key) == "auto":
             zero[key] = default
@@ -100,6 +105,7 @@ class Runtime:
     """An initialised Accelerator plus the collectives the training loop uses."""
 
     accelerator: Any
+    zero_stage: int = 0
 
     @classmethod
     def create(cls, cfg: TrainConfig) -> "Runtime":
@@ -110,10 +116,12 @@ class Runtime:
 
         handlers = [InitProcessGroupKwargs(backend="nccl" if torch.cuda.is_available() else "gloo",
                                            timeout=timedelta(seconds=cfg.distributed.timeout_s))]
-        plugin = None
+        plugin, zero_stage = None, 0
         if cfg.distributed.engine == "deepspeed":
             world = int(os.environ.get("WORLD_SIZE", "1"))
-            plugin = DeepSpeedPlugin(hf_ds_config=resolve_deepspeed_config(cfg, world))
+            ds_config = resolve_deepspeed_config(cfg, world)
+            zero_stage = ds_config["zero_optimization"]["stage"]
+            plugin = DeepSpeedPlugin(hf_ds_config=ds_config)
         elif os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
             raise LaunchConfigError("the launcher enables DeepSpeed (--use_deepspeed) but distributed.engine=plain")
         accelerator = Accelerator(
@@ -122,7 +130,7 @@ class Runtime:
             gradient_accumulation_steps=cfg.optim.grad_accum_steps,
             kwargs_handlers=handlers,
         )
-        return cls(accelerator)
+        return cls(accelerator, zero_stage)
 
     # -- identity -------------------------------------------------------------------------------
     @property

@@ -49,6 +49,11 @@ def stage_view(batch: Batch, stage: StageConfig) -> Batch:
     return batch
 
 
+def stage_switches(stage: StageConfig) -> dict[str, bool]:
+    """Model ``forward`` switches of a stage (modules a manual-pipeline stage does not use yet)."""
+    return {"temporal_fusion": stage.temporal_fusion, "spatial_fusion": stage.spatial_fusion}
+
+
 class TrainingModule(nn.Module):
     """``model`` + the loss of one stage's task; ``forward(batch, generator)`` -> ``StepResult``."""
 
@@ -68,6 +73,14 @@ class TrainingModule(nn.Module):
             uncertainty = UncertaintyWeighting(2, init_log_var=cfg.balancing.uncertainty_init_log_var)
         return cls(model, stage, loss_cfg=cfg.loss, pretrain_cfg=cfg.pretrain, uncertainty=uncertainty)
 
+    def train(self, mode: bool = True) -> "TrainingModule":
+        """Train mode, except that modules frozen by the stage stay in eval mode (their batch-norm
+        statistics are frozen with their weights)."""
+        super().train(mode)
+        for prefix in self.stage.freeze:
+            self.model.get_submodule(prefix).eval()
+        return self
+
     def voxel_mask(self, batch: Batch, generator: torch.Generator) -> Tensor:
         """[V] bool stage-1 mask of the batch's voxels."""
         p, grid = self.pretrain_cfg, self.model.config.grid
@@ -83,7 +96,7 @@ class TrainingModule(nn.Module):
         task = self.stage.task
         if task == "pretrain":
             return self._pretrain(batch, generator)
-        out = self.model(batch, heads=TASK_HEADS[task])
+        out = self.model(batch, heads=TASK_HEADS[task], **stage_switches(self.stage))
         losses = task_losses(out, batch, self.model.geometry, self.loss_cfg)
         det = self.stage.det_weight * losses.detection
         pred = self.stage.pred_weight * losses.prediction
@@ -99,7 +112,7 @@ class TrainingModule(nn.Module):
 
     def _pretrain(self, batch: Batch, generator: torch.Generator) -> StepResult:
         mask = self.voxel_mask(batch, generator)
-        out = self.model(batch, heads=("recon",), voxel_mask=mask)
+        out = self.model(batch, heads=("recon",), voxel_mask=mask, **stage_switches(self.stage))
         cfg = self.model.config
         targets = reconstruction_targets(batch, mask, cfg.grid, bev_shape=cfg.bev_shape, bev_stride=cfg.bev_stride,
                                          max_points=self.pretrain_cfg.max_target_points)
