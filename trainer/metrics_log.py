@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +16,21 @@ def _clean(value: Any) -> Any:
 
 
 class MetricsLog:
-    """Appends records to ``<run>/metrics.jsonl`` (no-op on non-main ranks)."""
+    """Appends records to ``<run>/metrics.jsonl`` (no-op on non-main ranks).
+
+    Every record gets ``time``: wall-clock seconds since this process started the run (a resumed
+    process starts counting again from 0).
+    """
 
     def __init__(self, path: Path, *, enabled: bool) -> None:
         self.path = path
         self.enabled = enabled
+        self.start = time.perf_counter()
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
+        record = {**record, "time": round(time.perf_counter() - self.start, 3)}
         with self.path.open("a") as f:
             f.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
 
