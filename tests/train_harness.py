@@ -56,7 +56,7 @@ def launch_cmd(launcher: str, nprocs: int, args: list[str]) -> list[str]:
     if launcher == "accelerate":
         return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(nprocs),
                 "--num_machines", "1", "--multi_gpu" if nprocs > 1 else "--cpu", "--main_process_port",
-                str(free_port()), "--mixed_precision", "no", TRAIN, *args]
+                str(free_port()), TRAIN, *args]
     if launcher == "deepspeed":
         return [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nprocs), "--master_port",
                 str(free_port()), TRAIN, *args]

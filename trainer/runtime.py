@@ -93,9 +93,13 @@ def resolve_deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any
 
 
 def check_launcher_precision(precision: str) -> None:
-    """``accelerate launch --mixed_precision X`` must agree with ``precision``."""
+    """``accelerate launch --mixed_precision bf16|fp16`` must agree with ``precision``.
+
+    ``accelerate launch`` exports ``no`` when the flag is absent, so ``no`` cannot be told apart from
+    an unset flag: only an explicit bf16 / fp16 request that disagrees is an error.
+    """
     launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
-    if launcher is not None and launcher != _ACCELERATE_PRECISION[precision]:
+    if launcher in ("bf16", "fp16") and launcher != _ACCELERATE_PRECISION[precision]:
         raise LaunchConfigError(f"the launcher sets --mixed_precision {launcher} but the training config has "
                                 f"precision={precision}; make them agree")
 
