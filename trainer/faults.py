@@ -17,12 +17,17 @@ class FaultConfig:
     """Optimizer steps (0-based) at which rank ``nan_rank`` replaces its loss by NaN."""
     nan_rank: int = 0
     """Rank that produces the NaN losses."""
+    nan_repeats: int = 1
+    """Attempts at each step in ``nan_steps`` that get a NaN (a skipped step is retried at the same step;
+    1 = one bad batch, recovered from; >= loop.max_nonfinite_in_row = a diverging run)."""
     crash_at_step: int = -1
     """After this optimizer step, rank ``crash_rank`` exits abruptly (once per run dir); -1 = never."""
     crash_rank: int = 0
     """Rank that crashes."""
 
     def __post_init__(self) -> None:
+        if self.nan_repeats < 1:
+            raise ValueError(f"faults.nan_repeats must be >= 1, got {self.nan_repeats}")
         if any(s < 0 for s in self.nan_steps) or self.nan_rank < 0 or self.crash_rank < 0:
             raise ValueError("faults.nan_steps, faults.nan_rank and faults.crash_rank must be >= 0")
         if self.crash_at_step < -1:
@@ -35,10 +40,15 @@ class FaultInjector:
     def __init__(self, cfg: FaultConfig, run_dir: Path) -> None:
         self.cfg = cfg
         self.marker = run_dir / ".fault-crashed"
+        self._nan_given: dict[int, int] = {}
 
     def maybe_corrupt_loss(self, loss: torch.Tensor, *, step: int, rank: int) -> torch.Tensor:
+        """NaN on rank ``nan_rank`` for the first ``nan_repeats`` losses computed at each step of ``nan_steps``."""
         if rank == self.cfg.nan_rank and step in self.cfg.nan_steps:
-            return loss * float("nan")
+            given = self._nan_given.get(step, 0)
+            if given < self.cfg.nan_repeats:
+                self._nan_given[step] = given + 1
+                return loss * float("nan")
         return loss
 
     def maybe_crash(self, *, step: int, rank: int) -> None:
