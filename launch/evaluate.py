@@ -1,0 +1,150 @@
+#!/usr/bin/env python
+"""Evaluate a checkpoint: detection AP@0.3/0.5/0.7 (per class and mean), minADE, minFDE, MR, EPA.
+
+  python launch/evaluate.py --checkpoint runs/r                          # the run's last stage, its val shards
+  python launch/evaluate.py --checkpoint runs/r --stage finetune --out metrics.json
+  python launch/evaluate.py --checkpoint weights.pt --data 'shards/val-{000000..000003}.tar'
+  torchrun --nproc_per_node 2 launch/evaluate.py --checkpoint runs/r data.val_samples=400
+
+--checkpoint is exported weights (*.pt), an engine checkpoint folder (any ZeRO stage), a stage folder
+(its latest checkpoint) or a run directory (with --stage; default its last stage). The model config
+comes from the exported file or the run's ``config.yaml``; the rest (data, eval settings) from --config,
+else the run's ``config.yaml``, else the default recipe; ``a.b=value`` overrides apply on top.
+
+Under torchrun / accelerate launch / deepspeed (WORLD_SIZE > 1) every process evaluates its share of the
+shards (gloo on the CPU, NCCL on GPUs) and the records are gathered once; ``data.val_samples`` must then
+be set so that every process reads the same number of batches (repeated samples count once).
+Rank 0 prints the table and writes --out (JSON; NaN metrics are written as null).
+Exit codes: 0 done, 2 bad input (checkpoint, config, data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # running from a checkout without `pip install -e .`
+    sys.path.insert(0, str(REPO_ROOT))
+
+EXIT_BAD_INPUT = 2
+GATHER_TIMEOUT = timedelta(minutes=30)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="exported .pt, engine checkpoint folder, stage folder or run directory")
+    parser.add_argument("--stage", default=None, help="stage of a run directory (default: its last stage)")
+    parser.add_argument("--data", default=None, help="validation shard pattern (default: the config's val shards)")
+    parser.add_argument("--config", type=Path, default=None, help="recipe / run config.yaml (default: the run's)")
+    parser.add_argument("--out", type=Path, default=None, help="write the metrics JSON here (rank 0)")
+    parser.add_argument("--max-batches", type=int, default=0, help="stop after this many batches per process (0: all)")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("overrides", nargs="*", help="config overrides a.b=value (e.g. data.val_samples=64)")
+    args = parser.parse_args(argv)
+    if args.max_batches < 0:
+        parser.error(f"--max-batches must be >= 0, got {args.max_batches}")
+    return args
+
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world size) from the launcher's environment; joins the process group when WORLD_SIZE > 1."""
+    import torch
+    import torch.distributed as dist
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # NCCL object gathers need it
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=GATHER_TIMEOUT)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def json_safe(metrics: dict[str, float]) -> dict[str, float | None]:
+    """Non-finite values (e.g. minADE with no matched object) become None (JSON null)."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+
+
+def evaluate(args: argparse.Namespace, *, rank: int, world_size: int) -> tuple[dict[str, Any], dict[str, float]]:
+    """Load, check and evaluate: (what was evaluated, metrics), identical on every rank.
+
+    Raises ``trainer.checkpoint_io.CheckpointError`` for bad input.
+    """
+    from trainer.checkpoint_io import CheckpointError, inference_device, load_for_inference
+    from trainer.data.loader import build_loader
+    from trainer.eval.distributed import all_gather_objects
+    from trainer.evaluation import evaluate_model
+
+    setup = load_for_inference(args.checkpoint, stage=args.stage, config=args.config, overrides=args.overrides)
+    cfg = setup.cfg
+    if args.data is not None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, val_shards=args.data))
+    if not cfg.data.val_shards:
+        raise CheckpointError("no validation data: pass --data or set data.val_shards")
+    if world_size > 1 and cfg.data.val_samples is None:
+        raise CheckpointError(f"{world_size} processes need data.val_samples=N (every process must read the "
+                              f"same number of batches; repeated samples count once)")
+    try:
+        batches = build_loader(cfg.data, cfg.model.grid, split="val", rank=rank, world_size=world_size,
+                               seed=cfg.run.seed)
+    except ValueError as err:
+        raise CheckpointError(f"data: {err}") from err
+    device = inference_device()
+    try:
+        metrics = evaluate_model(setup.model.to(device), batches, cfg, device=device, stage=setup.stage,
+                                 gather=all_gather_objects if world_size > 1 else None, max_batches=args.max_batches)
+    except RuntimeError as err:
+        if "no readable sample" in str(err):
+            raise CheckpointError(f"data {cfg.data.val_shards}: {err}") from err
+        raise
+    if not metrics.get("num_frames"):
+        raise CheckpointError(f"data {cfg.data.val_shards} produced no samples to evaluate")
+    source = {"checkpoint": str(setup.resolved.path), "kind": setup.resolved.kind, "stage": setup.resolved.stage,
+              "data": cfg.data.val_shards, "processes": world_size}
+    return source, metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rank, world_size = init_distributed()
+    from trainer.checkpoint_io import CheckpointError
+    from trainer.eval.table import format_table
+
+    try:
+        source, metrics = evaluate(args, rank=rank, world_size=world_size)
+    except CheckpointError as err:
+        if rank == 0:
+            print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    finally:
+        import torch.distributed as dist
+
+        if world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    if rank != 0:
+        return 0
+    stage = f", stage {source['stage']}" if source["stage"] else ""
+    print(f"evaluated {source['checkpoint']} ({source['kind']}{stage}) on {source['data']} "
+          f"with {world_size} process(es)")
+    print(format_table(metrics))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_name(f".{args.out.name}.tmp")
+        tmp.write_text(json.dumps({**source, "metrics": json_safe(metrics)}, indent=1, allow_nan=False))
+        os.replace(tmp, args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
