@@ -19,7 +19,7 @@ from trainer.metrics_log import MetricsLog
 from trainer.runtime import Runtime
 from trainer.schedule import warmup_cosine
 from trainer.signals import PreemptionWatcher
-from trainer.train_module import TrainingModule
+from trainer.train_module import StepResult, TrainingModule
 
 
 class TrainingDiverged(RuntimeError):
@@ -69,6 +69,25 @@ def _balancer_logs(module: TrainingModule) -> dict[str, float]:
     return {f"balance/{k}": v for k, v in stats.to_floats().items()}
 
 
+def _save_recon_image(ctx: StageContext, module: TrainingModule, result: StepResult, step: int) -> None:
+    from trainer.viz.recon import render_reconstruction_png
+
+    recon, targets = result.recon  # type: ignore[misc]
+    cfg = module.model.config
+    path = render_reconstruction_png(ctx.stage_dir / "images" / f"recon_step_{step:06d}.png", recon, targets, cfg.grid,
+                                     bev_stride=cfg.bev_stride, title=f"{ctx.name} step {step}")
+    ctx.metrics.write({"stage": ctx.name, "step": step, "image": str(path)})
+
+
+def _param_pcgrad(ctx: StageContext, engine: Any) -> Any:
+    """The parameter-level PCGrad baseline (one backward per task), when the config asks for it."""
+    if ctx.stage.task != "multitask" or ctx.cfg.balancing.method != "param_pcgrad":
+        return None
+    from trainer.balancing.param_pcgrad import ParamPCGrad
+
+    return ParamPCGrad(engine)
+
+
 def train_stage(ctx: StageContext, module: TrainingModule) -> tuple[TrainState, Any]:
     """Train ``module`` for ``ctx.stage.steps`` optimizer steps; returns the final state and the engine."""
     cfg, stage, rt = ctx.cfg, ctx.stage, ctx.runtime
@@ -77,6 +96,7 @@ def train_stage(ctx: StageContext, module: TrainingModule) -> tuple[TrainState, 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(
         s, warmup_steps=cfg.optim.warmup_steps, total_steps=stage.steps, min_ratio=cfg.optim.min_lr_ratio))
     engine, optimizer, scheduler = rt.prepare(module, optimizer, scheduler)
+    param_pcgrad = _param_pcgrad(ctx, engine)
     ckpt_dir = ctx.stage_dir / "checkpoints"
     state = TrainState()
     resume_from = latest_checkpoint(ckpt_dir) if cfg.run.resume == "auto" else None
@@ -119,7 +139,10 @@ def train_stage(ctx: StageContext, module: TrainingModule) -> tuple[TrainState, 
                                        f"loss (limit loop.max_nonfinite_in_row={cfg.loop.max_nonfinite_in_row})")
             continue
         nonfinite_in_row = 0
-        rt.backward(loss)
+        if param_pcgrad is not None:
+            param_pcgrad.backward(list(result.task_losses))
+        else:
+            rt.backward(loss)
         micro += 1
         window_samples += batch.num_scenes
         state.samples_seen += batch.num_scenes
@@ -147,6 +170,9 @@ def train_stage(ctx: StageContext, module: TrainingModule) -> tuple[TrainState, 
                    step=state.step)
             bar.set_postfix(loss=f"{logs['loss/total']:.4f}")
             window_start, window_samples, data_wait = time.perf_counter(), 0, 0.0
+        if rt.is_main and result.recon is not None and cfg.pretrain.image_every \
+                and state.step % cfg.pretrain.image_every == 0:
+            _save_recon_image(ctx, module, result, state.step)
         if ctx.evaluate is not None and cfg.loop.eval_every and state.step % cfg.loop.eval_every == 0 \
                 and state.step < stage.steps:
             metrics = ctx.evaluate(engine)

@@ -118,8 +118,9 @@ class Runtime:
         from accelerate import Accelerator, DeepSpeedPlugin
         from accelerate.utils import InitProcessGroupKwargs
 
+        launched = any(k in os.environ for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
         handlers = [InitProcessGroupKwargs(backend="nccl" if torch.cuda.is_available() else "gloo",
-                                           timeout=timedelta(seconds=cfg.distributed.timeout_s))]
+                                           timeout=timedelta(seconds=cfg.distributed.timeout_s))] if launched else []
         plugin, zero_stage = None, 0
         if cfg.distributed.engine == "deepspeed":
             world = int(os.environ.get("WORLD_SIZE", "1"))
