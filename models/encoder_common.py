@@ -6,11 +6,13 @@ import torch
 from torch import Tensor, nn
 
 
-class Fp32BatchNorm1d(nn.Module):
-    """Batch norm over rows of [V, C] features, computed in fp32 whatever the parameter/buffer dtype.
+class Fp32BatchNorm(nn.Module):
+    """Batch norm over channel dim 1 of [V, C] or [N, C, H, W] features, computed in fp32 whatever the
+    parameter / buffer dtypes are.
 
-    Running statistics are updated in place (cast to the buffers' dtype), so the module works inside the
-    sparse encoder's fp32 island even after ``model.to(torch.bfloat16)``.
+    DeepSpeed's bf16 mode casts parameters but not buffers, and ``model.to(torch.bfloat16)`` casts both;
+    this layer works in either case (and inside the sparse encoder's fp32 island). Running statistics are
+    updated in place, cast to the buffers' dtype.
     """
 
     def __init__(self, channels: int, *, eps: float = 1e-3, momentum: float = 0.01) -> None:
@@ -22,18 +24,22 @@ class Fp32BatchNorm1d(nn.Module):
         self.register_buffer("running_var", torch.ones(channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: [V, C] -> [V, C] in x's dtype."""
+        """x: [V, C] or [N, C, H, W] -> the same shape, in x's dtype."""
         x32 = x.float()
-        if self.training and x.shape[0] > 1:
-            mean = x32.mean(dim=0)
-            var = x32.var(dim=0, unbiased=False)
+        dims = [d for d in range(x.dim()) if d != 1]
+        count = x.numel() // x.shape[1]
+        shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
+        if self.training and count > 1:
+            mean = x32.mean(dim=dims)
+            var = x32.var(dim=dims, unbiased=False)
             with torch.no_grad():
-                unbiased = var * x.shape[0] / (x.shape[0] - 1)
+                unbiased = var * count / (count - 1)
                 self.running_mean.copy_(self.running_mean.float().lerp(mean, self.momentum))
                 self.running_var.copy_(self.running_var.float().lerp(unbiased, self.momentum))
         else:
             mean, var = self.running_mean.float(), self.running_var.float()
-        y = (x32 - mean) * torch.rsqrt(var + self.eps) * self.weight.float() + self.bias.float()
+        scale = torch.rsqrt(var + self.eps) * self.weight.float()
+        y = (x32 - mean.view(shape)) * scale.view(shape) + self.bias.float().view(shape)
         return y.to(x.dtype)
 
 
@@ -52,7 +58,7 @@ def apply_mask_token(features: Tensor, voxel_mask: Tensor | None, token: Tensor)
 
 def bev_output_block(in_channels: int, out_channels: int) -> nn.Sequential:
     """1x1 conv + BN + ReLU mapping an encoder's BEV map to the model's BEV width."""
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels),
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), Fp32BatchNorm(out_channels, eps=1e-5, momentum=0.1),
                          nn.ReLU(inplace=True))
 
 

@@ -9,13 +9,14 @@ from torch import Tensor, nn
 
 from models.bev import BevGeometry
 from models.box_coding import BOX_CODE_SIZE
+from models.encoder_common import Fp32BatchNorm
 
 HEATMAP_PRIOR = 0.1
 """Initial heatmap probability (bias init), as in CenterNet / CenterPoint."""
 
 
 def conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), Fp32BatchNorm(c_out, eps=1e-5, momentum=0.1), nn.ReLU(inplace=True))
 
 
 class DetectionHead(nn.Module):

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from models.config import ModelConfig
-from models.encoder_common import Fp32BatchNorm1d, apply_mask_token, bev_output_block, check_voxel_coords
+from models.encoder_common import Fp32BatchNorm, apply_mask_token, bev_output_block, check_voxel_coords
 
 POINT_FEATURES = 9
 """x, y, z, intensity, offsets to the voxel's point mean (3), offsets to the pillar centre (x, y)."""
@@ -34,14 +34,14 @@ class PillarEncoder(nn.Module):
         self.grid = config.grid
         chans = config.sparse_channels
         self.pfn_linear = nn.Linear(POINT_FEATURES, chans[0], bias=False)
-        self.pfn_norm = Fp32BatchNorm1d(chans[0])
+        self.pfn_norm = Fp32BatchNorm(chans[0])
         self.mask_token = nn.Parameter(torch.zeros(chans[0]))
         stages: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(zip([chans[0]] + chans[:-1], chans)):
             stride = config.sparse_strides[i]
-            stages += [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out),
+            stages += [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), Fp32BatchNorm(c_out, eps=1e-5, momentum=0.1),
                        nn.ReLU(inplace=True), nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-                       nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+                       Fp32BatchNorm(c_out, eps=1e-5, momentum=0.1), nn.ReLU(inplace=True)]
         self.convs = nn.Sequential(*stages)
         self.compress = bev_output_block(chans[-1], config.bev_channels)
 

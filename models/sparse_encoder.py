@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from models.config import ModelConfig
-from models.encoder_common import Fp32BatchNorm1d, apply_mask_token, bev_output_block, check_voxel_coords
+from models.encoder_common import Fp32BatchNorm, apply_mask_token, bev_output_block, check_voxel_coords
 
 
 def voxel_mean_features(voxels: Tensor, num_points: Tensor) -> Tensor:
@@ -19,7 +19,7 @@ def voxel_mean_features(voxels: Tensor, num_points: Tensor) -> Tensor:
 
 
 def _conv_block(conv: spconv.SparseModule, channels: int) -> list[nn.Module]:
-    return [conv, Fp32BatchNorm1d(channels), nn.ReLU()]
+    return [conv, Fp32BatchNorm(channels), nn.ReLU()]
 
 
 class SparseEncoder(nn.Module):
