@@ -169,7 +169,15 @@ def load_plain_model(resolved: ResolvedCheckpoint, model_config: ModelConfig | N
     except CheckpointError:
         raise
     except (OSError, RuntimeError, ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(f"cannot load {resolved.path}: {type(err).__name__}: {err}") from err
+        raise CheckpointError(f"cannot load {resolved.path} (does the model config match the checkpoint?): "
+                              f"{type(err).__name__}: {_brief(err)}") from err
+
+
+def _brief(err: Exception, max_lines: int = 4) -> str:
+    """The first lines of a (possibly very long, e.g. ``load_state_dict``) error message."""
+    lines = str(err).splitlines()
+    more = f"\n\t... ({len(lines) - max_lines} more lines)" if len(lines) > max_lines else ""
+    return "\n".join(lines[:max_lines]) + more
 
 
 @dataclass(frozen=True, kw_only=True)
