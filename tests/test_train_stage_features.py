@@ -63,3 +63,27 @@ def test_param_pcgrad_needs_the_plain_engine():
 
     with pytest.raises(ConfigError, match="param_pcgrad needs distributed.engine=plain"):
         load_config("recipes/multitask.yaml", ["balancing.method=param_pcgrad"])
+
+
+@pytest.mark.slow
+def test_short_stage1_run_lowers_reconstruction_loss_and_feeds_stage2(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    overrides = [o for o in base_overrides(*tiny_data, run) if not o.startswith("stages.finetune")]
+    args = ["--config", "recipes/pretrain.yaml", *overrides, "stages.pretrain.steps=16", "optim.lr=5e-3",
+            "optim.warmup_steps=0", "data.augment.enabled=false", "data.samples_per_epoch=2", "data.shuffle_buffer=0",
+            "pretrain.image_every=0"]
+    result = run_train("python", 1, args)
+    assert result.returncode == 0, result.stderr[-4000:]
+    recon = {r["step"]: r["loss/recon"] for r in read_metrics(run / "metrics.jsonl") if "loss/recon" in r}
+    first, last = sum(recon[s] for s in (1, 2, 3)) / 3, sum(recon[s] for s in (14, 15, 16)) / 3
+    assert last < 0.7 * first, recon
+    # the stage-1 encoder loads into a stage-2 model; the decoder is what gets discarded
+    from trainer.freezing import load_initial_weights
+
+    model = V2XModel(load_config("recipes/multitask.yaml").model)
+    report = load_initial_weights(model, run / "pretrain" / "final.pt", skip=["recon_head"])
+    assert {n.split(".")[0] for n in report["discarded"]} == {"recon_head"}
+    state = torch.load(run / "pretrain" / "final.pt", weights_only=False)["model"]
+    for name, tensor in model.state_dict().items():
+        if name.startswith(("encoder.", "temporal.", "agent_fusion.", "spatial.")):
+            assert torch.equal(tensor, state[name]), name
