@@ -1,37 +1,12 @@
-"""Pure pose and angle helpers (OpenCOOD / CARLA conventions)."""
+"""Pure pose and angle helpers of the generator (the pose matrix and angle wrap are the data pipeline's)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from trainer.data.geometry import wrap_angle, x_to_world
 
-def wrap_angle(angle: np.ndarray | float) -> np.ndarray | float:
-    """Wrap radians into [-pi, pi)."""
-    return (np.asarray(angle) + np.pi) % (2.0 * np.pi) - np.pi
-
-
-def x_to_world(pose: list[float] | np.ndarray) -> np.ndarray:
-    """[4, 4] sensor-to-world transform of an OpenCOOD pose [x, y, z, roll, yaw, pitch] (degrees).
-
-    Same matrix as OpenCOOD's ``transformation_utils.x_to_world`` (CARLA's rotation order): a point
-    ``p`` in the sensor frame is ``T @ [p, 1]`` in the world.
-    """
-    x, y, z, roll, yaw, pitch = (float(v) for v in pose)
-    c_y, s_y = np.cos(np.radians(yaw)), np.sin(np.radians(yaw))
-    c_r, s_r = np.cos(np.radians(roll)), np.sin(np.radians(roll))
-    c_p, s_p = np.cos(np.radians(pitch)), np.sin(np.radians(pitch))
-    matrix = np.identity(4)
-    matrix[:3, 3] = [x, y, z]
-    matrix[0, 0] = c_p * c_y
-    matrix[0, 1] = c_y * s_p * s_r - s_y * c_r
-    matrix[0, 2] = -c_y * s_p * c_r - s_y * s_r
-    matrix[1, 0] = s_y * c_p
-    matrix[1, 1] = s_y * s_p * s_r + c_y * c_r
-    matrix[1, 2] = -s_y * s_p * c_r + c_y * s_r
-    matrix[2, 0] = s_p
-    matrix[2, 1] = -c_p * s_r
-    matrix[2, 2] = c_p * c_r
-    return matrix
+__all__ = ["box_corners_xy", "world_to_local_xy", "wrap_angle", "x_to_world"]
 
 
 def world_to_local_xy(points_xy: np.ndarray, origin_xy: np.ndarray, yaw: float) -> np.ndarray:
