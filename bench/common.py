@@ -40,28 +40,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train_command(config: str, overrides: Sequence[str], *, nprocs: int = 1) -> list[str]:
-    """``launch/train.py`` as plain python (one process) or under ``torchrun`` (``nprocs`` > 1)."""
+def train_command(config: str, overrides: Sequence[str], *, nprocs: int = 1, torchrun: bool = False) -> list[str]:
+    """``launch/train.py`` as plain python (one process) or under ``torchrun`` (``nprocs`` > 1, or ``torchrun``)."""
     args = ["--config", config, *overrides]
-    if nprocs == 1:
+    if nprocs == 1 and not torchrun:
         return [sys.executable, str(TRAIN), *args]
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nprocs), "--master_port",
             str(free_port()), str(TRAIN), *args]
 
 
-def run_train(config: str, overrides: Sequence[str], *, log_path: Path, nprocs: int = 1, threads: int = 1,
-              timeout: float | None = None) -> None:
-    """Run one training job to completion, its stdout + stderr going to ``log_path``.
+EXIT_PREEMPTED = 75
 
-    Raises RuntimeError with the log's tail when the job exits non-zero.
+
+def run_train(config: str, overrides: Sequence[str], *, log_path: Path, nprocs: int = 1, threads: int = 1,
+              timeout: float | None = None, max_resumes: int = 3, torchrun: bool = False) -> int:
+    """Run one training job to completion, its stdout + stderr appended to ``log_path``.
+
+    A job stopped by a signal (exit 75: checkpoint saved) is started again with the same command, which resumes
+    it (``run.resume=auto``), at most ``max_resumes`` times. Returns the number of resumes. Raises RuntimeError
+    with the log's tail when the job exits with any other non-zero code.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:
-        proc = subprocess.run(train_command(config, overrides, nprocs=nprocs), cwd=REPO, env=bench_env(threads=threads),
-                              stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+    log_path.unlink(missing_ok=True)
+    for resumes in range(max_resumes + 1):
+        with log_path.open("a") as log:
+            proc = subprocess.run(train_command(config, overrides, nprocs=nprocs, torchrun=torchrun), cwd=REPO,
+                                  env=bench_env(threads=threads), stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+        if proc.returncode != EXIT_PREEMPTED:
+            break
     if proc.returncode != 0:
         tail = "\n".join(log_path.read_text().splitlines()[-30:])
         raise RuntimeError(f"training exited with {proc.returncode} (log: {log_path}):\n{tail}")
+    return resumes
 
 
 def machine_info() -> dict[str, Any]:

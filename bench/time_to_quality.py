@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import REPO, RESULTS_DIR, machine_info, markdown_table, median_and_spread, run_train  # noqa: E402
 from trainer.metrics_log import read_metrics  # noqa: E402
 
-METRICS = ("AP@0.5", "EPA", "minADE")
+METRICS = ("AP@0.5", "EPA", "minADE", "AP@0.3")
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,11 @@ def quality_curve(records: list[dict[str, Any]]) -> list[dict[str, float]]:
     """
     if records and "time" not in records[0]:
         raise ValueError("metrics.jsonl records have no 'time' field; this benchmark needs it")
-    points, eval_total, offset, stage, last_step, prev_time = [], 0.0, 0, None, 0, 0.0
-    for rec in records:
+    points, eval_total, offset, stage, last_step, prev_time, clock = [], 0.0, 0, None, 0, 0.0, 0.0
+    for raw in records:
+        if raw["time"] + clock < prev_time:  # a resumed process counts from 0 again: continue the clock
+            clock = prev_time
+        rec = {**raw, "time": raw["time"] + clock}
         if rec.get("stage") != stage:
             offset += last_step
             stage, last_step = rec.get("stage"), 0
@@ -82,6 +85,7 @@ def quality_curve(records: list[dict[str, Any]]) -> list[dict[str, float]]:
         if is_eval:
             eval_total += rec["time"] - prev_time
             points.append({"stage": stage, "global_step": offset + rec["step"], "train_time_s": rec["time"] - eval_total,
+                           "wall_time_s": rec["time"],
                            **{m: _num(rec.get(f"eval/{m}")) for m in METRICS}})
         last_step = max(last_step, rec.get("step", 0))
         prev_time = rec["time"]
@@ -112,14 +116,16 @@ def run_one(recipe: Recipe, seed: int, args: argparse.Namespace, work: Path) -> 
             *recipe.stage_overrides(args.steps), *args.override,
         ]
         print(f"[{recipe.key}] {recipe.name} seed {seed}: training ({args.steps} steps) -> {run_dir}", flush=True)
-        run_train(recipe.config, overrides, log_path=run_dir.with_suffix(".log"), threads=args.threads)
+        resumes = run_train(recipe.config, overrides, log_path=run_dir.with_suffix(".log"), threads=args.threads)
+        (run_dir / "bench_resumes.txt").write_text(f"{resumes}\n")
     records = read_metrics(run_dir / "metrics.jsonl")
     curve = quality_curve(records)
     if not curve:
         raise RuntimeError(f"{run_dir}: no evaluation records")
     return {"recipe": recipe.key, "name": recipe.name, "seed": seed, "run_dir": str(run_dir), "curve": curve,
             "final": {m: curve[-1][m] for m in METRICS}, "train_time_s": curve[-1]["train_time_s"],
-            "wall_time_s": records[-1]["time"]}
+            "wall_time_s": curve[-1]["wall_time_s"],
+            "resumes": int((run_dir / "bench_resumes.txt").read_text()) if (run_dir / "bench_resumes.txt").is_file() else 0}
 
 
 def compare(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -155,7 +161,8 @@ def summary_markdown(runs: list[dict[str, Any]], rows: list[dict[str, Any]]) -> 
         if mine:
             finals.append([f"({key}) {recipe.name}", len(mine), *[_spread([r["final"][m] for r in mine]) for m in METRICS],
                            _spread([r["train_time_s"] for r in mine])])
-    table1 = markdown_table(["recipe", "seeds", "final AP@0.5", "final EPA", "final minADE (m)", "train time (s)"],
+    table1 = markdown_table(["recipe", "seeds", "final AP@0.5", "final EPA", "final minADE (m)", "final AP@0.3",
+                             "train time (s)"],
                             finals)
     ratios = []
     for key in ("b", "c", "d"):
@@ -180,14 +187,14 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     colors = {"a": "tab:gray", "b": "tab:orange", "c": "tab:blue", "d": "tab:green"}
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 4.2))
     for ax, metric in zip(axes, METRICS):
         for run in runs:
             label = f"({run['recipe']}) {run['name']}" if run["seed"] == min(r["seed"] for r in runs) else None
             xs = [p["train_time_s"] for p in run["curve"]]
             ax.plot(xs, [p[metric] for p in run["curve"]], marker=".", color=colors[run["recipe"]], label=label)
         for run in runs:
-            if run["recipe"] == "a" and metric != "minADE":
+            if run["recipe"] == "a" and metric in ("AP@0.5", "EPA"):
                 ax.axhline(run["final"][metric], color=colors["a"], linestyle=":", linewidth=0.8)
         ax.set_xlabel("training wall-clock (s, evaluation excluded)")
         ax.set_title(metric + (" (m, lower is better)" if metric == "minADE" else ""))

@@ -1,0 +1,259 @@
+"""Per-rank bytes of parameters, gradients and optimizer state under no ZeRO and ZeRO 1, 2, 3 (2 processes).
+
+    python3 bench/zero_memory.py [--sizes tiny base] [--nprocs 2] [--out docs/results]
+
+For each model size, one ``torchrun`` launch of ``--nprocs`` gloo (or NCCL) processes builds the real V2X model
+(``model.encoder=pillars``: ZeRO-3 refuses the spconv encoder), wraps it in a DeepSpeed engine (fp32, AdamW) per
+ZeRO stage 0..3, trains one step (so the optimizer state exists), runs the forward + backward of a second step
+and then counts the bytes of every distinct tensor storage the engine holds on that rank:
+  params          the module's parameters as stored on the rank (``param.ds_tensor`` partitions under ZeRO-3)
+  master_weights  fp32 parameter copies held by the optimizer (ZeRO's flat fp32 partitions)
+  optimizer_state AdamW moments (``optimizer.state``)
+  gradients       ``param.grad`` plus every optimizer-held tensor whose attribute path names a gradient
+  other_buffers   remaining optimizer-held tensors (communication buckets such as ZeRO-3's ``ipg_buckets``)
+The count is taken after the second backward (gradients reduced, optimizer state allocated), so it shows the
+steady state, not the transient peak inside backward (where ZeRO-1 still holds full gradients and ZeRO-2 only
+its buckets). ``model`` bucket sizes isolate the effect of partitioning; ``deepspeed`` bucket sizes are the
+defaults ``trainer/runtime.py`` fills in for ``auto`` (DeepSpeed's own), whose fixed-size buffers dominate a
+small model.
+Each storage counts once (the first category to claim it, in that order). Ratios are to stage 0 (no ZeRO).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import REPO, RESULTS_DIR, bench_env, free_port, machine_info, markdown_table  # noqa: E402
+
+CATEGORIES = ("params", "master_weights", "optimizer_state", "gradients", "other_buffers")
+MICRO_BATCH = 1
+
+
+def _tensors(obj: Any, path: str, depth: int, seen: set[int]) -> Iterator[tuple[str, Any]]:
+    """(attribute path, tensor) of every tensor reachable from a DeepSpeed/torch optimizer object."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        yield path, obj
+        return
+    if depth == 0 or id(obj) in seen or isinstance(obj, (torch.nn.Module, str, bytes, int, float, bool)) or obj is None:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _tensors(value, f"{path}[{key if not isinstance(key, torch.Tensor) else 'param'}]", depth - 1,
+                                seen)
+    elif isinstance(obj, (list, tuple, set)):
+        for i, value in enumerate(obj):
+            yield from _tensors(value, f"{path}[{i}]", depth - 1, seen)
+    elif type(obj).__module__.startswith(("deepspeed", "torch.optim")) and hasattr(obj, "__dict__"):
+        for name, value in vars(obj).items():
+            yield from _tensors(value, f"{path}.{name}", depth - 1, seen)
+
+
+def _category(path: str) -> str:
+    """Category of an optimizer-held tensor from its attribute path."""
+    lower = path.lower()
+    if "grad" in lower:
+        return "gradients"
+    if "fp32_partitioned_groups" in lower or "single_partition_of_fp32" in lower or "fp32_groups_flat" in lower:
+        return "master_weights"
+    return "other_buffers"
+
+
+def count_engine_bytes(engine: Any) -> tuple[dict[str, int], list[tuple[str, str, int]]]:
+    """Bytes per category of the distinct tensor storages held by a DeepSpeed engine on this rank, and the
+    (category, where, bytes) of every optimizer-held storage found by walking its attributes."""
+    claimed: dict[int, str] = {}
+    totals = dict.fromkeys(CATEGORIES, 0)
+    found: list[tuple[str, str, int]] = []
+
+    def claim(tensor: Any, category: str, where: str = "") -> None:
+        storage = tensor.untyped_storage()
+        key = storage.data_ptr()
+        if key == 0 or storage.nbytes() == 0 or key in claimed:
+            return
+        claimed[key] = category
+        totals[category] += storage.nbytes()
+        if where:
+            found.append((category, where, storage.nbytes()))
+
+    wrapper = engine.optimizer
+    base = getattr(wrapper, "optimizer", wrapper)
+    for p in engine.module.parameters():
+        claim(p, "params")  # under ZeRO-3: empty, or the full tensor of a persistent (unpartitioned) parameter
+        if hasattr(p, "ds_tensor"):
+            claim(p.ds_tensor, "params")
+    for state in base.state.values():
+        for value in state.values():
+            if hasattr(value, "untyped_storage"):
+                claim(value, "optimizer_state")
+    for group in base.param_groups:
+        for p in group["params"]:
+            claim(p, "master_weights")
+    for p in engine.module.parameters():
+        if p.grad is not None:
+            claim(p.grad, "gradients")
+    for group in base.param_groups:
+        for p in group["params"]:
+            if p.grad is not None:
+                claim(p.grad, "gradients")
+    for path, tensor in _tensors(wrapper, "optimizer", depth=6, seen=set()):
+        claim(tensor, _category(path), path)
+    return totals, found
+
+
+BUCKETS = ("model", "deepspeed")
+
+
+def ds_config(stage: int, world: int, *, buckets: str, num_params: int) -> dict[str, Any]:
+    """The repo's ``ds_configs/zero<stage>.json`` ZeRO section (stage 0: none), fp32, with the ``auto`` sizes set.
+
+    buckets: ``model`` sizes every communication bucket to the model's parameter count and partitions every
+    parameter (persistence threshold 0), which isolates what partitioning saves; ``deepspeed`` uses DeepSpeed's
+    defaults, which is what ``trainer/runtime.py`` fills in for ``auto`` today.
+    """
+    from trainer.runtime import _ZERO_AUTO_DEFAULTS
+
+    zero: dict[str, Any] = {"stage": 0}
+    if stage:
+        zero = json.loads((REPO / "ds_configs" / f"zero{stage}.json").read_text())["zero_optimization"]
+        bucket = -(-num_params // 1024) * 1024  # DeepSpeed wants a multiple of its alignment factor
+        sizes = ({k: bucket for k in ("reduce_bucket_size", "allgather_bucket_size", "stage3_prefetch_bucket_size")}
+                 | {"stage3_param_persistence_threshold": 0}) if buckets == "model" else _ZERO_AUTO_DEFAULTS
+        zero = {k: sizes.get(k, v) if v == "auto" else v for k, v in zero.items()}
+        if buckets == "model":
+            zero.update({k: v for k, v in sizes.items() if not k.startswith("stage3_") or stage == 3})
+    return {"train_micro_batch_size_per_gpu": MICRO_BATCH, "gradient_accumulation_steps": 1,
+            "train_batch_size": MICRO_BATCH * world, "steps_per_print": 10**9, "zero_allow_untested_optimizer": True,
+            "zero_optimization": zero}
+
+
+def worker(size: str, out: Path) -> None:
+    """One rank: measure every ZeRO stage, rank 0 writes all ranks' figures to ``out``."""
+    import deepspeed
+    import torch
+    import torch.distributed as dist
+
+    from models.config import model_config
+    from models.v2x_model import V2XModel
+    from tests.batch_factory import make_batch
+    from trainer.losses import task_losses
+
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    device = torch.device(f"cuda:{rank}") if torch.cuda.is_available() else torch.device("cpu")
+    config = replace(model_config(size), encoder="pillars")
+    batch = make_batch(config, num_scenes=MICRO_BATCH, agents=2, max_agents=2, seed=rank).to(device)
+    num_params = sum(p.numel() for p in V2XModel(config).parameters())
+    results = []
+    for buckets, stage in [(b, s) for b in BUCKETS for s in (0, 1, 2, 3)]:
+        torch.manual_seed(0)
+        model = V2XModel(config)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+        engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
+                                          config=ds_config(stage, world, buckets=buckets, num_params=num_params))
+        for step in range(2):
+            loss = task_losses(engine(batch), batch, engine.module.geometry).total
+            engine.backward(loss)
+            if step == 1:
+                counts, found = count_engine_bytes(engine)
+            engine.step()
+        counts["total"] = sum(counts.values())
+        largest = sorted(found, key=lambda f: -f[2])[:6]
+        results.append({"buckets": buckets, "stage": stage, "rank": rank, **counts, "largest_optimizer_held": largest})
+        engine.destroy()
+        del engine, model
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, results)
+    if rank == 0:
+        out.write_text(json.dumps({"size": size, "world": world, "num_params": num_params,
+                                   "per_rank": [r for rank_results in gathered for r in rank_results]}))
+    dist.barrier()
+
+
+def measure(size: str, nprocs: int, work: Path) -> dict[str, Any]:
+    out = work / f"zero_memory_{size}.json"
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nprocs), "--master_port",
+           str(free_port()), str(Path(__file__).resolve()), "--worker", size, "--worker-out", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, env=bench_env(threads=1), capture_output=True, text=True)
+    if proc.returncode != 0 or not out.is_file():
+        errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "Error" in line][:10]
+        raise RuntimeError(f"zero_memory worker failed ({proc.returncode}):\n" + "\n".join(errors))
+    return json.loads(out.read_text())
+
+
+def summarise(result: dict[str, Any], buckets: str) -> list[dict[str, Any]]:
+    """Per stage: the maximum over ranks of each category (bytes) and its ratio to stage 0."""
+    rows = []
+    for stage in (0, 1, 2, 3):
+        mine = [r for r in result["per_rank"] if r["stage"] == stage and r["buckets"] == buckets]
+        rows.append({"stage": stage, **{k: max(r[k] for r in mine) for k in (*CATEGORIES, "total")}})
+    base = rows[0]
+    for row in rows:
+        for key in ("params", "gradients", "total"):
+            row[f"{key}_ratio"] = row[key] / base[key] if base[key] else None
+        opt = row["optimizer_state"] + row["master_weights"]
+        base_opt = base["optimizer_state"] + base["master_weights"]
+        row["optimizer_ratio"] = opt / base_opt if base_opt else None
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["tiny"])
+    parser.add_argument("--nprocs", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench_zero_memory")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.worker_out)
+        return
+    if args.nprocs < 2:
+        parser.error("--nprocs must be >= 2 (ZeRO partitions across processes)")
+    args.work.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = "python3 bench/zero_memory.py " + " ".join(sys.argv[1:])
+    payload: dict[str, Any] = {"command": command, "machine": machine_info(), "nprocs": args.nprocs, "sizes": {}}
+    sections = [f"Command: `{command}`"]
+    for size in args.sizes:
+        result = measure(size, args.nprocs, args.work)
+        summary = {buckets: summarise(result, buckets) for buckets in BUCKETS}
+        payload["sizes"][size] = {**result, "summary": summary}
+        for buckets, rows in summary.items():
+            sections.append(_section(size, buckets, rows, result["num_params"], args.nprocs))
+            print(sections[-1], flush=True)
+    (args.out / "zero_memory.json").write_text(json.dumps(payload, indent=1))
+    (args.out / "zero_memory.md").write_text("\n\n".join(sections) + "\n")
+    last = payload["sizes"][args.sizes[-1]]["summary"]["model"]
+    print("headline: per-rank params+grads+optimizer bytes vs no ZeRO (model-sized buckets): "
+          + ", ".join(f"ZeRO-{r['stage']} {r['total_ratio']:.2f}" for r in last[1:]))
+
+
+def _section(size: str, buckets: str, rows: list[dict[str, Any]], num_params: int, nprocs: int) -> str:
+    kib = lambda b: f"{b / 1024:.1f}"  # noqa: E731
+    table = markdown_table(
+        ["ZeRO stage", "params KiB", "grads KiB", "master KiB", "optim state KiB", "other KiB", "total KiB",
+         "params ratio", "grads ratio", "optim+master ratio", "total ratio"],
+        [[r["stage"], kib(r["params"]), kib(r["gradients"]), kib(r["master_weights"]), kib(r["optimizer_state"]),
+          kib(r["other_buffers"]), kib(r["total"]), r["params_ratio"], r["gradients_ratio"], r["optimizer_ratio"],
+          r["total_ratio"]] for r in rows])
+    return (f"Model `{size}` (pillars encoder, {num_params:,} parameters), {nprocs} processes, fp32 + AdamW, "
+            f"{buckets} bucket sizes; per-rank bytes (max over ranks):\n\n{table}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
