@@ -26,6 +26,7 @@ import json
 import math
 import os
 import sys
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,35 @@ def init_distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+@dataclass(frozen=True)
+class RankFailed:
+    """What a failing rank sends into the metrics gather so that its peers stop waiting for it."""
+
+    rank: int
+    message: str
+    bad_input: bool
+
+
+class FailureAwareGather:
+    """``all_gather_objects`` that raises on every rank when some rank sent a :class:`RankFailed`."""
+
+    def __init__(self) -> None:
+        self.entered = False
+
+    def __call__(self, obj: object) -> list[object]:
+        from trainer.checkpoint_io import CheckpointError
+        from trainer.eval.distributed import all_gather_objects
+
+        self.entered = True
+        per_rank = all_gather_objects(obj)
+        failed = [entry for entry in per_rank if isinstance(entry, RankFailed)]
+        if failed:
+            first = failed[0]
+            error = CheckpointError if all(f.bad_input for f in failed) else RuntimeError
+            raise error(f"rank {first.rank} failed: {first.message}")
+        return per_rank
+
+
 def json_safe(metrics: dict[str, float]) -> dict[str, float | None]:
     """Non-finite values (e.g. minADE with no matched object) become None (JSON null)."""
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
@@ -82,7 +112,6 @@ def evaluate(args: argparse.Namespace, *, rank: int, world_size: int) -> tuple[d
     """
     from trainer.checkpoint_io import CheckpointError, inference_device, load_for_inference
     from trainer.data.loader import build_loader
-    from trainer.eval.distributed import all_gather_objects
     from trainer.evaluation import evaluate_model
 
     setup = load_for_inference(args.checkpoint, stage=args.stage, config=args.config, overrides=args.overrides)
@@ -100,12 +129,20 @@ def evaluate(args: argparse.Namespace, *, rank: int, world_size: int) -> tuple[d
     except ValueError as err:
         raise CheckpointError(f"data: {err}") from err
     device = inference_device()
+    gather = FailureAwareGather() if world_size > 1 else None
     try:
-        metrics = evaluate_model(setup.model.to(device), batches, cfg, device=device, stage=setup.stage,
-                                 gather=all_gather_objects if world_size > 1 else None, max_batches=args.max_batches)
-    except RuntimeError as err:
-        if "no readable sample" in str(err):
-            raise CheckpointError(f"data {cfg.data.val_shards}: {err}") from err
+        try:
+            metrics = evaluate_model(setup.model.to(device), batches, cfg, device=device, stage=setup.stage,
+                                     gather=gather, max_batches=args.max_batches)
+        except RuntimeError as err:
+            if "no readable sample" in str(err):
+                raise CheckpointError(f"data {cfg.data.val_shards}: {err}") from err
+            raise
+    except Exception as err:
+        if gather is not None and not gather.entered:  # failed before the gather: release the waiting peers
+            from trainer.eval.distributed import all_gather_objects
+
+            all_gather_objects(RankFailed(rank, f"{type(err).__name__}: {err}", isinstance(err, CheckpointError)))
         raise
     if not metrics.get("num_frames"):
         raise CheckpointError(f"data {cfg.data.val_shards} produced no samples to evaluate")
@@ -123,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         source, metrics = evaluate(args, rank=rank, world_size=world_size)
     except CheckpointError as err:
-        if rank == 0:
-            print(f"error: {err}", file=sys.stderr)
+        where = f"[rank {rank}] " if world_size > 1 else ""  # every rank: a rank-specific failure is visible too
+        print(f"{where}error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     finally:
         import torch.distributed as dist

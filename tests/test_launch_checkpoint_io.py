@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ def launch_module(name: str):
     """``launch/<name>.py`` imported as a module (its ``main(argv)`` returns the exit code)."""
     spec = importlib.util.spec_from_file_location(f"launch_{name}", REPO / "launch" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses defined in the script look their module up there
     spec.loader.exec_module(module)
     return module
 

@@ -110,6 +110,19 @@ def test_evaluate_two_processes_equals_one(one_process_eval, run, two_val_shards
     assert record["metrics"] == pytest.approx(one_process_eval["metrics"], abs=1e-9)
 
 
+def test_evaluate_two_processes_one_rank_without_data_fails_on_both_without_hanging(run, tiny_data, tmp_path):
+    """Rank 1's only shard is missing: it fails before the gather, tells rank 0 through it, both exit 2."""
+    shards = f"{tiny_data[1]},{tmp_path / 'missing-000001.tar'}"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           str(REPO / "launch" / "evaluate.py"), "--checkpoint", str(run / "finetune" / "final.pt"), "--data", shards,
+           "data.val_samples=4"]
+    result = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=240)
+    assert result.returncode != 0
+    assert "[rank 1] error: data" in result.stderr and "missing-000001.tar" in result.stderr
+    assert "[rank 0] error: rank 1 failed" in result.stderr
+    assert "exitcode  : 2" in result.stderr  # torchrun's failure summary: the script itself exited 2
+
+
 @pytest.mark.filterwarnings("ignore:skipping corrupt data:RuntimeWarning")  # the missing shard
 def test_evaluate_bad_data_and_config_exit_2(run, tmp_path, capsys):
     evaluate = launch_module("evaluate").main
