@@ -34,18 +34,17 @@ FINAL_RECORD = "final.json"
 
 
 def resolve_data(cfg: TrainConfig, rt: Runtime) -> TrainConfig:
-    """``cfg`` with shard lists filled from the synthetic dataset when none are given (rank 0 builds it)."""
-    if cfg.data.train_shards and cfg.data.val_shards:
-        return cfg
-    if not cfg.synthetic.enabled:
-        raise ValueError("data.train_shards / data.val_shards are empty and synthetic.enabled=false")
-    root = None
-    if rt.is_main:
-        root = prepare_synthetic(cfg.synthetic, max_agents=cfg.data.max_agents, history=cfg.model.history)
-    rt.barrier()
-    root = cfg.synthetic.root() if root is None else root
-    train, val = shard_patterns(root)
-    data = replace(cfg.data, train_shards=cfg.data.train_shards or train, val_shards=cfg.data.val_shards or val)
+    """``cfg`` with shard lists filled from the synthetic dataset when none are given (rank 0 builds it),
+    and a per-rank validation length when several processes evaluate (equal batch counts, no hang)."""
+    data = cfg.data
+    if not (data.train_shards and data.val_shards):
+        if not cfg.synthetic.enabled:
+            raise ValueError("data.train_shards / data.val_shards are empty and synthetic.enabled=false")
+        root = prepare_synthetic(cfg.synthetic, max_agents=data.max_agents, history=cfg.model.history) \
+            if rt.is_main else None
+        rt.barrier()
+        train, val = shard_patterns(root or cfg.synthetic.root())
+        data = replace(data, train_shards=data.train_shards or train, val_shards=data.val_shards or val)
     if data.val_samples is None and rt.world_size > 1:
         data = replace(data, val_samples=max(data.batch_size * rt.world_size, 8 * rt.world_size))
     return replace(cfg, data=data)
