@@ -171,6 +171,13 @@ def test_cli_bad_checkpoint_exits_2(tool, extra, tmp_path, capsys):
     assert "is none of" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("content", [b"", b"garbage"])
+def test_evaluate_cli_corrupt_weights_exit_2(content, tmp_path, capsys):
+    (tmp_path / "w.pt").write_bytes(content)
+    assert launch_module("evaluate").main(["--checkpoint", str(tmp_path / "w.pt")]) == 2
+    assert f"cannot load {tmp_path / 'w.pt'}" in capsys.readouterr().err
+
+
 def test_export_cli_refuses_exported_weights_and_loose_engine_folders(tmp_path, weights, capsys):
     export = launch_module("export").main
     (tmp_path / "w.pt").write_bytes(b"")

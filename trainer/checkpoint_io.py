@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -168,7 +169,7 @@ def load_plain_model(resolved: ResolvedCheckpoint, model_config: ModelConfig | N
         return model.eval()
     except CheckpointError:
         raise
-    except (OSError, RuntimeError, ValueError, KeyError, TypeError) as err:
+    except (OSError, EOFError, pickle.UnpicklingError, RuntimeError, ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"cannot load {resolved.path} (does the model config match the checkpoint?): "
                               f"{type(err).__name__}: {_brief(err)}") from err
 
