@@ -24,14 +24,13 @@ import torch
 
 from models.batch import Batch
 from models.config import ModelConfig
-from models.decode import decode_detections
 from models.detections import SceneDetections
 from models.v2x_model import V2XModel
 from trainer.checkpoint import POINTER, latest_checkpoint
 from trainer.config import StageConfig, TrainConfig
 from trainer.config_io import ConfigError, load_config
 from trainer.export import DS_TAG, load_exported, model_state_from_checkpoint
-from trainer.train_module import stage_switches, stage_view
+from trainer.evaluation import predict_scenes
 
 RUN_CONFIG = "config.yaml"
 CHECKPOINTS = "checkpoints"
@@ -241,14 +240,8 @@ def make_predictor(model: V2XModel, *, stage: StageConfig | None = None, device:
         raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
     device = device or torch.device("cpu")
     model = model.to(device).eval()
-    switches = stage_switches(stage) if stage is not None else {}
 
-    @torch.no_grad()
     def predict(batch: Batch) -> list[SceneDetections]:
-        view = batch.to(device)
-        view = stage_view(view, stage) if stage is not None else view
-        out = model(view, heads=("det", "pred"), **switches)
-        return [SceneDetections(**{f.name: getattr(d, f.name).cpu() for f in dataclasses.fields(d)})
-                for d in decode_detections(out, model.geometry, score_threshold=score_threshold)]
+        return predict_scenes(model, batch.to(device), stage=stage, score_threshold=score_threshold)
 
     return predict

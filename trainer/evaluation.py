@@ -8,6 +8,7 @@ from typing import Any, Iterable
 import torch
 
 from models.batch import Batch
+from models.detections import SceneDetections
 from models.decode import decode_detections
 from models.v2x_model import V2XModel
 from trainer.config import StageConfig, TrainConfig
@@ -28,6 +29,21 @@ def inner_model(engine: Any) -> V2XModel:
     return module
 
 
+def detections_to_cpu(det: SceneDetections) -> SceneDetections:
+    return SceneDetections(**{f.name: getattr(det, f.name).cpu() for f in dataclasses.fields(det)})
+
+
+@torch.no_grad()
+def predict_scenes(model: V2XModel, batch: Batch, *, stage: StageConfig | None = None,
+                   score_threshold: float = 0.1) -> list[SceneDetections]:
+    """Decoded detections + trajectories (on the CPU) for every scene of ``batch`` (already on the model's
+    device), with ``stage``'s input view and forward switches."""
+    view = stage_view(batch, stage) if stage is not None else batch
+    switches = stage_switches(stage) if stage is not None else {}
+    out = model(view, heads=("det", "pred"), **switches)
+    return [detections_to_cpu(d) for d in decode_detections(out, model.geometry, score_threshold=score_threshold)]
+
+
 @torch.no_grad()
 def evaluate_model(model: V2XModel, batches: Iterable[Batch], cfg: TrainConfig, *, device: torch.device,
                    gather: Any = None, stage: StageConfig | None = None, max_batches: int = 0) -> dict[str, float]:
@@ -40,10 +56,6 @@ def evaluate_model(model: V2XModel, batches: Iterable[Batch], cfg: TrainConfig, 
         if max_batches and i >= max_batches:
             break
         batch = batch.to(device)
-        view = stage_view(batch, stage) if stage is not None else batch
-        switches = stage_switches(stage) if stage is not None else {}
-        out = model(view, heads=("det", "pred"), **switches)
-        evaluator.update([d.to_cpu() if hasattr(d, "to_cpu") else d for d in decode_detections(out, model.geometry)],
-                         batch)
+        evaluator.update(predict_scenes(model, batch, stage=stage), batch)
     model.train(was_training)
     return evaluator.compute()
