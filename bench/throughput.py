@@ -90,7 +90,14 @@ def main() -> None:
             steps = args.steps if size == "tiny" else args.base_steps
             for engine in ENGINES:
                 runs.append(run_one(size, engine, steps, repeat, args))
-    rows = summarise(runs, args.sizes)
+            write_outputs(runs, args)  # after every size, so a long run leaves results behind
+
+
+def write_outputs(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """Write throughput.{json,md} for the sizes measured with both engines so far; print the table."""
+    sizes = [s for s in args.sizes if {r["engine"] for r in runs if r["size"] == s} == set(ENGINES)]
+    rows = summarise(runs, sizes)
+    repeats = {s: len({r["repeat"] for r in runs if r["size"] == s}) for s in sizes}
     command = "python3 bench/throughput.py " + " ".join(sys.argv[1:])
     table = markdown_table(
         ["model", "plain samples/s", "DeepSpeed ZeRO-2 samples/s", "ratio ZeRO-2 / plain", "data wait (plain)",
@@ -100,8 +107,10 @@ def main() -> None:
     setup = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "throughput.json").write_text(json.dumps(
-        {"command": command, "setup": setup, "machine": machine_info(), "runs": runs, "summary": rows}, indent=1))
-    (args.out / "throughput.md").write_text(f"Command: `{command}`\n\n{table}\n")
+        {"command": command, "setup": setup, "machine": machine_info(), "runs": runs, "summary": rows,
+         "repeats_done": repeats}, indent=1))
+    done = ", ".join(f"{s}: {n}" for s, n in repeats.items())
+    (args.out / "throughput.md").write_text(f"Command: `{command}` (repeats completed: {done})\n\n{table}\n")
     print(table)
     print("headline: DeepSpeed ZeRO-2 / plain samples/s: "
           + ", ".join(f"{r['size']} {r['ratio']:.2f}" for r in rows))
