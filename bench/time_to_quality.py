@@ -92,11 +92,11 @@ def quality_curve(records: list[dict[str, Any]]) -> list[dict[str, float]]:
     return points
 
 
-def time_to_reach(curve: list[dict[str, float]], targets: dict[str, float]) -> float | None:
-    """Training time of the first evaluation meeting every target (metric >= target), or None."""
+def first_reaching(curve: list[dict[str, float]], targets: dict[str, float]) -> dict[str, float] | None:
+    """The first evaluation point meeting every target (metric >= target), or None."""
     for point in curve:
         if all(point[m] >= t for m, t in targets.items()):
-            return point["train_time_s"]
+            return point
     return None
 
 
@@ -138,9 +138,10 @@ def compare(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         row = {"recipe": run["recipe"], "seed": run["seed"], "target": {m: ref["final"][m] for m in ("AP@0.5", "EPA")}}
         for label, keys in (("both", ("AP@0.5", "EPA")), ("AP@0.5", ("AP@0.5",)), ("EPA", ("EPA",))):
-            t = time_to_reach(run["curve"], {m: ref["final"][m] for m in keys})
-            row[f"time_{label}_s"] = t
-            row[f"ratio_{label}"] = None if t is None else t / ref["train_time_s"]
+            point = first_reaching(run["curve"], {m: ref["final"][m] for m in keys})
+            row[f"time_{label}_s"] = None if point is None else point["train_time_s"]
+            row[f"ratio_{label}"] = None if point is None else point["train_time_s"] / ref["train_time_s"]
+            row[f"step_ratio_{label}"] = None if point is None else point["global_step"] / ref["curve"][-1]["global_step"]
         row["final_at_least_manual"] = all(run["final"][m] >= ref["final"][m] for m in ("AP@0.5", "EPA"))
         rows.append(row)
     return rows
@@ -151,7 +152,7 @@ def _spread(values: list[float]) -> str:
     if not values:
         return "-"
     med, lo, hi = median_and_spread(values)
-    return f"{med:.3f}" if len(values) == 1 else f"{med:.3f} [{lo:.3f}, {hi:.3f}]"
+    return f"{med:.4f}" if len(values) == 1 else f"{med:.4f} [{lo:.4f}, {hi:.4f}]"
 
 
 def summary_markdown(runs: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
@@ -170,14 +171,17 @@ def summary_markdown(runs: list[dict[str, Any]], rows: list[dict[str, Any]]) -> 
         if not mine:
             continue
         reached = sum(r["ratio_both"] is not None for r in mine)
-        ratios.append([f"({key}) {RECIPES[key].name}", f"{reached}/{len(mine)}", _spread([r["ratio_both"] for r in mine]),
+        targets = ", ".join(f"AP@0.5 {r['target']['AP@0.5']:.4f} / EPA {r['target']['EPA']:.4f}" for r in mine)
+        ratios.append([f"({key}) {RECIPES[key].name}", targets, f"{reached}/{len(mine)}",
+                       _spread([r["ratio_both"] for r in mine]), _spread([r["step_ratio_both"] for r in mine]),
                        _spread([r["ratio_AP@0.5"] for r in mine]), _spread([r["ratio_EPA"] for r in mine]),
                        f"{sum(r['final_at_least_manual'] for r in mine)}/{len(mine)}"])
-    table2 = markdown_table(["recipe", "reached (a) final AP@0.5 and EPA", "time ratio (both)", "time ratio (AP@0.5)",
-                             "time ratio (EPA)", "final AP@0.5 and EPA >= (a)"], ratios)
+    table2 = markdown_table(["recipe", "target = (a) final", "reached", "time ratio (both)", "step ratio (both)",
+                             "time ratio (AP@0.5)", "time ratio (EPA)", "final AP@0.5 and EPA >= (a)"], ratios)
     return (f"Final quality (median [min, max] over seeds):\n\n{table1}\n\nTraining time to reach (a)'s final "
-            f"quality, as a ratio of (a)'s training time (median [min, max] over the seeds that reached it; "
-            f"'-' = never reached):\n\n{table2}\n")
+            f"quality, as a ratio of (a)'s training time, and the optimizer steps needed as a ratio of (a)'s steps "
+            f"(load-independent; median [min, max] over the seeds that reached it; '-' = never reached):"
+            f"\n\n{table2}\n")
 
 
 def plot(runs: list[dict[str, Any]], path: Path) -> None:
