@@ -61,8 +61,10 @@ def test_repeated_nan_stops_all_ranks_with_a_clear_message(tiny_data, tmp_path):
 def test_worker_crash_under_torchrun_restarts_and_resumes(tiny_data, tmp_path):
     train, val = tiny_data
     run_dir = tmp_path / "run"
+    # Elastic restarts need the c10d rendezvous (a fresh round per restart); the static one behind
+    # --master_port keeps the crashed attempt's peer addresses in its store.
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--max-restarts", "1",
-           "--master_port", str(free_port()), TRAIN, *RECIPE, *base_overrides(train, val, run_dir, steps=4),
+           "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}", TRAIN, *RECIPE, *base_overrides(train, val, run_dir, steps=4),
            "loop.checkpoint_every=1", "faults.crash_at_step=2", "faults.crash_rank=1"]
     proc = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, _failure(proc)

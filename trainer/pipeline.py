@@ -76,7 +76,7 @@ def run_pipeline(cfg: TrainConfig) -> dict[str, Any]:
     if rt.is_main:
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
     log(f"run directory: {run_dir}  (processes: {rt.world_size}, device: {rt.device}, "
-        f"engine: {cfg.distributed.engine}, precision: {cfg.precision})")
+        f"engine: {cfg.distributed.engine} [{rt.accelerator.distributed_type}], precision: {cfg.precision})")
     rt.attach_trackers(run_dir, tensorboard=cfg.loop.tensorboard, wandb=cfg.loop.wandb,
                        config={"run_dir": str(run_dir), "model_size": cfg.model_size, "precision": cfg.precision,
                                "stages": ",".join(cfg.stages)})

@@ -104,6 +104,29 @@ def check_launcher_precision(precision: str) -> None:
                                 f"precision={precision}; make them agree")
 
 
+def _init_process_group(backend: str, timeout: timedelta) -> None:
+    """Join the launcher's process group before Accelerate / DeepSpeed would (they reuse it).
+
+    Under torch elastic (torchrun, accelerate launch) the agent hosts the store and keeps it across
+    restarts, so a group re-formed after a worker crash could read the crashed attempt's peer
+    addresses. Keys are therefore prefixed with the restart count.
+    """
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        dist.init_process_group(backend=backend, init_method="env://", timeout=timeout)
+        return
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group(backend=backend, store=dist.PrefixStore(f"turbotrain/attempt_{attempt}", store),
+                            rank=rank, world_size=world, timeout=timeout)
+
+
 @dataclass
 class Runtime:
     """An initialised Accelerator plus the collectives the training loop uses."""
@@ -116,11 +139,16 @@ class Runtime:
         prepare_process_env(cfg.distributed.engine)
         check_launcher_precision(cfg.precision)
         from accelerate import Accelerator, DeepSpeedPlugin
-        from accelerate.utils import InitProcessGroupKwargs
+        from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
         launched = any(k in os.environ for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
-        handlers = [InitProcessGroupKwargs(backend="nccl" if torch.cuda.is_available() else "gloo",
-                                           timeout=timedelta(seconds=cfg.distributed.timeout_s))] if launched else []
+        backend, timeout = ("nccl" if torch.cuda.is_available() else "gloo"), timedelta(seconds=cfg.distributed.timeout_s)
+        if launched:
+            _init_process_group(backend, timeout)
+        handlers: list[Any] = [InitProcessGroupKwargs(backend=backend, timeout=timeout)] if launched else []
+        if cfg.distributed.engine == "plain":
+            # Each stage leaves some heads unused (stage 1 has no task heads, stage 2 no decoder).
+            handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
         plugin, zero_stage = None, 0
         if cfg.distributed.engine == "deepspeed":
             world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -130,12 +158,18 @@ class Runtime:
         elif os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
             raise LaunchConfigError("the launcher enables DeepSpeed (--use_deepspeed) but distributed.engine=plain")
         accelerator = Accelerator(
+            # Accelerate treats several CPU processes as MULTI_CPU (DDP) only when told it runs on the CPU.
+            cpu=plugin is None and not torch.cuda.is_available(),
             deepspeed_plugin=plugin,
             mixed_precision=_ACCELERATE_PRECISION[cfg.precision],
             gradient_accumulation_steps=cfg.optim.grad_accum_steps,
             kwargs_handlers=handlers,
         )
-        return cls(accelerator, zero_stage)
+        runtime = cls(accelerator, zero_stage)
+        if launched and int(os.environ.get("WORLD_SIZE", "1")) > 1 and runtime.accelerator.distributed_type == "NO":
+            raise LaunchConfigError(f"{os.environ['WORLD_SIZE']} processes were launched but Accelerate did not set up "
+                                    "distributed training (gradients would not be synchronised)")
+        return runtime
 
     # -- identity -------------------------------------------------------------------------------
     @property
@@ -164,9 +198,12 @@ class Runtime:
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum over ranks (a new tensor; identity on one process)."""
-        if self.world_size == 1:
-            return tensor.clone()
-        return self.accelerator.reduce(tensor.clone(), reduction="sum")
+        out = tensor.clone()
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
 
     def any_rank(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is True on at least one rank."""
@@ -176,9 +213,11 @@ class Runtime:
         """``obj`` of rank 0, on every rank."""
         if self.world_size == 1:
             return obj
-        from accelerate.utils import broadcast_object_list
+        import torch.distributed as dist
 
-        return broadcast_object_list([obj], from_process=0)[0]
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def gather_objects(self, obj: Any) -> list[Any]:
         """One entry per rank, in rank order, on every rank (uneven sizes are fine)."""
