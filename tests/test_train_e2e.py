@@ -111,3 +111,13 @@ def test_stage1_weights_initialise_stage2(tiny_data, tmp_path):
     record = json.loads((run / "finetune" / "final.json").read_text())
     assert record["init_discarded"] == ["det_head", "pred_head", "recon_head"]
     assert any(r.get("stage") == "pretrain" and "loss/recon" in r for r in read_metrics(run / "metrics.jsonl"))
+
+
+def test_plain_engine_two_processes_uses_ddp(tiny_data, tmp_path):
+    """``distributed.engine=plain`` under torchrun on CPU trains as DDP (MULTI_CPU), not as 2 unsynchronised copies."""
+    run = tmp_path / "run"
+    result = run_train("torchrun", 2, [*MULTITASK, *base_overrides(*tiny_data, run, steps=2), *OVERFIT,
+                                       "distributed.engine=plain"])
+    _ok(result)
+    assert "engine: plain [DistributedType.MULTI_CPU]" in result.stdout
+    assert sorted(_losses(run)) == [1, 2]
