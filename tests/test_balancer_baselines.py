@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from balancer_zero_worker import make_data, make_model, task_losses
+from tests.balancer_zero_worker import make_data, make_model, task_losses
 from models.balancer import ConflictFork, pcgrad
 from models.fork import TaskFork
 from trainer.balancing import (

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from balancer_zero_worker import ToyTwoTask, make_data, make_model, task_losses
+from tests.balancer_zero_worker import ToyTwoTask, make_data, make_model, task_losses
 from models.balancer import BalancerConfig, ConflictFork, ConflictStats, combine
 from models.fork import TaskFork
 

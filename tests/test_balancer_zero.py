@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import balancer_zero_worker as worker
+import tests.balancer_zero_worker as worker
 from models.balancer import combine
 from models.fork import TaskFork
 
