@@ -146,7 +146,7 @@ def test_toy_model_keeps_one_fork_between_encoder_and_heads():
 
 
 def _real_model_and_batch():
-    from batch_factory import make_batch
+    from tests.batch_factory import make_batch
     from models.config import model_config
     from models.v2x_model import V2XModel
 

@@ -15,7 +15,7 @@ from tests.batch_factory import make_batch
 from trainer.batch_ops import current_frame_only, ego_only
 from trainer.checkpoint import TrainState, latest_checkpoint, read_pointer, save_checkpoint
 from trainer.config_io import ConfigError, load_config, to_yaml
-from trainer.runtime import LaunchConfigError, check_launcher_precision, resolve_deepspeed_config
+from trainer.runtime import LaunchConfigError, check_launcher_precision, resolve_deepspeed_config, zero_bucket_sizes
 from trainer.schedule import warmup_cosine
 
 
@@ -71,9 +71,17 @@ def test_deepspeed_config_filled_from_training_config(monkeypatch):
     assert ds["bf16"]["enabled"] is True and ds["fp16"]["enabled"] is False
     assert ds["zero_optimization"]["stage"] == 1
     assert "auto" not in json.dumps(ds)
+    assert ds["zero_optimization"]["reduce_bucket_size"] == 1_000_000  # scaled to the 42k-parameter tiny model
     ds3 = resolve_deepspeed_config(replace(cfg, distributed=replace(cfg.distributed, zero_stage=3),
                                            model=replace(cfg.model, encoder="pillars")), world_size=1)
     assert ds3["zero_optimization"]["stage"] == 3
+
+
+def test_zero_buckets_scale_with_the_model():
+    small, large = zero_bucket_sizes(40_000), zero_bucket_sizes(2_000_000_000)
+    assert small["reduce_bucket_size"] == 1_000_000 and large["reduce_bucket_size"] == 500_000_000
+    assert large["stage3_prefetch_bucket_size"] == 50_000_000 and large["stage3_param_persistence_threshold"] == 100_000
+    assert small["stage3_param_persistence_threshold"] == 1_000
 
 
 def test_precision_conflicts_are_errors(tmp_path, monkeypatch):

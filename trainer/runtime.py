@@ -21,9 +21,21 @@ import torch
 from trainer.config import TrainConfig
 
 _ACCELERATE_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
-# DeepSpeed's own defaults for the bucket sizes Accelerate would derive from a HF ``model.config``.
-_ZERO_AUTO_DEFAULTS = {"reduce_bucket_size": 500_000_000, "stage3_prefetch_bucket_size": 50_000_000,
-                       "stage3_param_persistence_threshold": 100_000}
+
+
+def zero_bucket_sizes(num_params: int) -> dict[str, int]:
+    """Values for the ZeRO ``auto`` bucket sizes, scaled to the model (Accelerate derives them from a HF
+    ``model.config``, which this model has not). DeepSpeed's fixed defaults (5e8 elements) would make
+    ZeRO-3 allocate gigabytes of bucket memory per rank for a model of a few million parameters."""
+    return {"reduce_bucket_size": int(min(5e8, max(1e6, num_params))),
+            "stage3_prefetch_bucket_size": int(min(5e7, max(1e6, num_params // 2))),
+            "stage3_param_persistence_threshold": int(min(1e5, max(1e3, num_params // 100)))}
+
+
+def _num_model_params(cfg: TrainConfig) -> int:
+    from models.v2x_model import V2XModel
+
+    return sum(p.numel() for p in V2XModel(cfg.model).parameters())
 
 
 class LaunchConfigError(ValueError):
@@ -70,9 +82,10 @@ def resolve_deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any
             "ZeRO stage 3 with the spconv encoder is not supported: spconv's sparse tensors hide the encoder's "
             "activations from ZeRO-3's parameter hooks and its sparse-conv backward fails on partitioned state. "
             "Use ZeRO 1/2 (ds_configs/zero2.json) with model.encoder=spconv, or model.encoder=pillars with ZeRO-3.")
-    for key, default in _ZERO_AUTO_DEFAULTS.items():
-        if zero.get(key) == "auto":
-            zero[key] = default
+    if any(v == "auto" for v in zero.values()):
+        for key, value in zero_bucket_sizes(_num_model_params(cfg)).items():
+            if zero.get(key) == "auto":
+                zero[key] = value
     for key, name in (("bf16", "bf16"), ("fp16", "fp16")):
         enabled = _explicit(ds.get(key, {}).get("enabled"))
         if enabled is True and cfg.precision != name:
@@ -141,6 +154,14 @@ class Runtime:
         from accelerate import Accelerator, DeepSpeedPlugin
         from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
+        # Every launcher/config conflict is found before any process group exists.
+        plugin, zero_stage = None, 0
+        if cfg.distributed.engine == "deepspeed":
+            ds_config = resolve_deepspeed_config(cfg, int(os.environ.get("WORLD_SIZE", "1")))
+            zero_stage = ds_config["zero_optimization"]["stage"]
+            plugin = DeepSpeedPlugin(hf_ds_config=ds_config)
+        elif os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+            raise LaunchConfigError("the launcher enables DeepSpeed (--use_deepspeed) but distributed.engine=plain")
         launched = any(k in os.environ for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
         backend, timeout = ("nccl" if torch.cuda.is_available() else "gloo"), timedelta(seconds=cfg.distributed.timeout_s)
         if launched:
@@ -149,14 +170,6 @@ class Runtime:
         if cfg.distributed.engine == "plain":
             # Each stage leaves some heads unused (stage 1 has no task heads, stage 2 no decoder).
             handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
-        plugin, zero_stage = None, 0
-        if cfg.distributed.engine == "deepspeed":
-            world = int(os.environ.get("WORLD_SIZE", "1"))
-            ds_config = resolve_deepspeed_config(cfg, world)
-            zero_stage = ds_config["zero_optimization"]["stage"]
-            plugin = DeepSpeedPlugin(hf_ds_config=ds_config)
-        elif os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
-            raise LaunchConfigError("the launcher enables DeepSpeed (--use_deepspeed) but distributed.engine=plain")
         accelerator = Accelerator(
             # Accelerate treats several CPU processes as MULTI_CPU (DDP) only when told it runs on the CPU.
             cpu=plugin is None and not torch.cuda.is_available(),
