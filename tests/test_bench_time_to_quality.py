@@ -1,0 +1,66 @@
+"""The pure parts of bench/time_to_quality.py: quality curves against training time, and the comparison."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench.time_to_quality import compare, first_reaching, quality_curve
+
+
+def _eval(stage, step, time, ap, epa):
+    return {"stage": stage, "step": step, "time": time, "eval/AP@0.5": ap, "eval/EPA": epa, "eval/minADE": 2.0,
+            "eval/AP@0.3": ap}
+
+
+def test_quality_curve_removes_evaluation_time_and_chains_stages():
+    records = [
+        {"stage": "s1", "step": 10, "time": 10.0, "loss/total": 1.0},
+        _eval("s1", 10, 14.0, 0.1, 0.0),             # 4 s of evaluation
+        {"stage": "s2", "step": 10, "time": 24.0, "loss/total": 0.5},
+        _eval("s2", 10, 26.0, 0.3, 0.1),             # 2 s of evaluation
+    ]
+    curve = quality_curve(records)
+    assert [p["global_step"] for p in curve] == [10, 20]
+    assert [p["train_time_s"] for p in curve] == [10.0, 20.0]
+    assert [p["wall_time_s"] for p in curve] == [14.0, 26.0]
+    assert curve[1]["AP@0.5"] == 0.3 and curve[1]["stage"] == "s2"
+
+
+def test_quality_curve_continues_the_clock_of_a_resumed_process():
+    records = [{"stage": "s", "step": 5, "time": 50.0}, _eval("s", 5, 52.0, 0.1, 0.0),
+               {"stage": "s", "step": 10, "time": 30.0}, _eval("s", 10, 31.0, 0.2, 0.0)]  # restarted at 0 s
+    curve = quality_curve(records)
+    assert curve[1]["wall_time_s"] == pytest.approx(83.0)
+    assert curve[1]["train_time_s"] == pytest.approx(83.0 - 2.0 - 1.0)
+
+
+def test_first_reaching_needs_every_target():
+    curve = [{"AP@0.5": 0.1, "EPA": 0.5}, {"AP@0.5": 0.3, "EPA": 0.1}, {"AP@0.5": 0.3, "EPA": 0.5}]
+    assert first_reaching(curve, {"AP@0.5": 0.3, "EPA": 0.5}) is curve[2]
+    assert first_reaching(curve, {"AP@0.5": 0.3}) is curve[1]
+    assert first_reaching(curve, {"AP@0.5": 0.9}) is None
+
+
+def _run(recipe, seed, curve):
+    return {"recipe": recipe, "seed": seed, "curve": curve, "final": {k: curve[-1][k] for k in ("AP@0.5", "EPA")},
+            "train_time_s": curve[-1]["train_time_s"]}
+
+
+def _point(step, t, ap, epa):
+    return {"global_step": step, "train_time_s": t, "AP@0.5": ap, "EPA": epa}
+
+
+def test_compare_reports_time_and_step_ratios_against_the_manual_pipeline():
+    manual = _run("a", 0, [_point(100, 50.0, 0.2, 0.1), _point(200, 100.0, 0.4, 0.2)])
+    fast = _run("d", 0, [_point(50, 20.0, 0.1, 0.0), _point(100, 40.0, 0.5, 0.25), _point(200, 80.0, 0.6, 0.3)])
+    never = _run("b", 0, [_point(200, 90.0, 0.3, 0.3)])
+    other_seed = _run("c", 1, [_point(200, 90.0, 0.9, 0.9)])
+    rows = {r["recipe"]: r for r in compare([manual, fast, never, other_seed])}
+    assert set(rows) == {"d", "b"}  # no same-seed reference for "c"
+    assert rows["d"]["ratio_both"] == pytest.approx(0.4) and rows["d"]["step_ratio_both"] == pytest.approx(0.5)
+    assert rows["d"]["final_at_least_manual"] is True
+    assert rows["b"]["ratio_both"] is None and rows["b"]["ratio_EPA"] == pytest.approx(0.9)
+    assert rows["b"]["final_at_least_manual"] is False
+    assert not math.isnan(rows["d"]["time_both_s"])
