@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_PREEMPTED = 2, 3, 75
+
+# Deprecation chatter of third-party packages (spconv's torch.cuda.amp decorators and index style).
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"spconv\.")
+warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

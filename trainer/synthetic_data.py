@@ -71,7 +71,8 @@ def prepare_synthetic(cfg: SyntheticDataConfig, *, max_agents: int, history: int
         summary = convert(raw, str(tmp / "shards" / f"{split}-%06d.tar"),
                           ConvertConfig(max_agents=max_agents, history=history, sample_stride=cfg.sample_stride),
                           maxcount=64, progress=False)
-        log(f"  {split}: {summary}")
+        log(f"  {split}: {summary.samples} samples in {len(summary.shards)} shards"
+            + (f", {summary.skipped_samples} skipped" if summary.skipped_samples else ""))
     (tmp / "COMPLETE").write_text(json.dumps(asdict(cfg)))
     shutil.rmtree(root, ignore_errors=True)
     os.replace(tmp, root)
