@@ -77,11 +77,11 @@ def resolve_deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any
         raise LaunchConfigError(f"the launcher asks for ZeRO stage {env_stage} (--zero_stage) but the training config "
                                 f"uses stage {stage} ({path}, distributed.zero_stage); make them agree")
     zero["stage"] = stage
-    if stage == 3 and cfg.model.encoder == "spconv":
+    if stage == 3 and cfg.model.encoder == "spconv" and cfg.precision != "fp32":
         raise LaunchConfigError(
-            "ZeRO stage 3 with the spconv encoder is not supported: spconv's sparse tensors hide the encoder's "
-            "activations from ZeRO-3's parameter hooks and its sparse-conv backward fails on partitioned state. "
-            "Use ZeRO 1/2 (ds_configs/zero2.json) with model.encoder=spconv, or model.encoder=pillars with ZeRO-3.")
+            f"ZeRO-3 + {cfg.precision} with the spconv encoder is not supported: the encoder runs as an fp32 island "
+            "(spconv has no bf16 kernel) on fp32 copies of its weights, which ZeRO-3's parameter hooks reject. "
+            "Use precision=fp32 with ZeRO-3, ZeRO 1/2 with mixed precision, or model.encoder=pillars.")
     if any(v == "auto" for v in zero.values()):
         for key, value in zero_bucket_sizes(_num_model_params(cfg)).items():
             if zero.get(key) == "auto":
@@ -138,6 +138,28 @@ def _init_process_group(backend: str, timeout: timedelta) -> None:
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     dist.init_process_group(backend=backend, store=dist.PrefixStore(f"turbotrain/attempt_{attempt}", store),
                             rank=rank, world_size=world, timeout=timeout)
+
+
+def _register_sparse_conv_weights(module: torch.nn.Module) -> None:
+    """ZeRO-3: let each sparse encoder gather its spconv weights for its backward.
+
+    ZeRO-3 re-gathers a module's partitioned weights when the gradient reaches the module's output
+    tensors. spconv layers return ``SparseConvTensor`` objects, which those hooks cannot see, so their
+    weights would still be released when their backward runs. Registered as external parameters of
+    the encoder (whose output is a dense BEV tensor), they are gathered for the encoder's forward and
+    backward as a whole.
+    """
+    import spconv.pytorch as spconv
+    from deepspeed.runtime.zero.partition_parameters import register_external_parameter
+
+    from models.sparse_encoder import SparseEncoder
+
+    for encoder in module.modules():
+        if isinstance(encoder, SparseEncoder):
+            for layer in encoder.modules():
+                if isinstance(layer, spconv.conv.SparseConvolution):
+                    for param in layer.parameters(recurse=False):
+                        register_external_parameter(encoder, param)
 
 
 @dataclass
@@ -244,7 +266,10 @@ class Runtime:
 
     # -- engine -----------------------------------------------------------------------------------
     def prepare(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[Any, Any, Any]:
-        return self.accelerator.prepare(model, optimizer, scheduler)
+        engine, optimizer, scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        if self.zero_stage == 3:
+            _register_sparse_conv_weights(engine.module)
+        return engine, optimizer, scheduler
 
     def backward(self, loss: torch.Tensor) -> None:
         self.accelerator.backward(loss)
