@@ -144,6 +144,6 @@ def _run_stage(cfg: TrainConfig, name: str, index: int, stage: StageConfig, stag
         tmp.write_text(json.dumps(record, indent=1))
         os.replace(tmp, stage_dir / FINAL_RECORD)
     rt.barrier()
-    del engine
+    del engine  # the last reference outside Accelerate: lets release() free the engine
     rt.release()
     return record

@@ -285,9 +285,6 @@ class Runtime:
         norm = self.accelerator.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
         return float(norm)
 
-    def unwrap(self, model: Any) -> torch.nn.Module:
-        return self.accelerator.unwrap_model(model)
-
     def save_state(self, path: Path) -> None:
         self.accelerator.save_state(str(path), safe_serialization=False)
 
