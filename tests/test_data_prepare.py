@@ -11,6 +11,7 @@ from trainer.data.collate import collate_prepared
 from trainer.data.config import AugmentConfig, DataConfig
 from trainer.data.prepare import SamplePreparer, bev_frames
 from trainer.data.sample import SCHEMA_VERSION, V2XPNP_OBJ_TYPES, Sample
+from trainer.data.voxelize import FrameVoxelizer
 
 GRID = GridConfig(x_range=[-32.0, 32.0], y_range=[-32.0, 32.0], z_range=[-4.0, 4.0], voxel_size=[0.5, 0.5, 0.5])
 EGO = [0.0, 0.0, 1.5, 0.0, 90.0, 0.0]
@@ -50,21 +51,34 @@ def to_ego(prep, agent, xy):
     return (prep.agent_to_ego[agent] @ torch.tensor([xy[0], xy[1], 1.0]))[:2]
 
 
-def voxel_centre_xy(prep, flat_index):
+def voxel_centre_xy(prep, local_index):
+    """Centre (x, y) of the voxel of agent-frame ``a * T + t`` of one prepared sample (voxelised alone)."""
     (x0, _), (y0, _), _ = GRID.ranges
-    c = prep.voxel_coords[prep.voxel_coords[:, 0] == flat_index][0]
+    batch = collate_prepared([prep], max_agents=prep.frame_mask.shape[0], voxelizer=FrameVoxelizer(GRID))
+    c = batch.voxel_coords[batch.voxel_coords[:, 0] == local_index][0]
     return torch.tensor([x0 + (c[3].item() + 0.5) * 0.5, y0 + (c[2].item() + 0.5) * 0.5])
 
 
 def test_bev_frames_map_every_agent_onto_the_same_world_point():
-    kept, frames, history_to_now, agent_to_ego = bev_frames(two_agent_sample(), max_agents=4)
-    assert kept == [0, 1] and frames[1][0] is None
-    ego_xy = frames[0][1][0, :2]
-    col_ego = agent_to_ego[1] @ [*frames[1][1][0, :2], 1.0]
+    kept, points, counts, history_to_now, agent_to_ego = bev_frames(two_agent_sample(), max_agents=4)
+    assert kept == [0, 1] and counts.tolist() == [[1, 1], [0, 1]] and points.dtype == np.float32
+    ego_xy = points[1, :2]  # ego at t=1 (ego t=0 comes first)
+    col_ego = agent_to_ego[1] @ [*points[2, :2], 1.0]
     np.testing.assert_allclose(ego_xy, [8.0, -5.0], atol=1e-5)
     np.testing.assert_allclose(col_ego[:2], ego_xy, atol=1e-5)
-    np.testing.assert_allclose(frames[1][1][0, 2], -1.0, atol=1e-5)  # height from the EGO LiDAR: 0.5 - 1.5
+    np.testing.assert_allclose(points[2, 2], -1.0, atol=1e-5)  # height from the EGO LiDAR: 0.5 - 1.5
+    np.testing.assert_allclose(points[:, 3], 1.0)  # intensity carried over
     np.testing.assert_allclose(history_to_now[1, 0], np.identity(3))
+
+
+def test_bev_frames_keep_max_agents_and_skip_missing_frames():
+    sample = two_agent_sample()
+    kept, points, counts, _, _ = bev_frames(sample, max_agents=1)
+    assert kept == [0] and counts.tolist() == [[1, 1]] and len(points) == 2
+    sample.frame_valid[0, 0] = False  # a frame marked missing contributes no points even if listed
+    _, points, counts, history_to_now, _ = bev_frames(sample, max_agents=4)
+    assert counts.tolist() == [[0, 1], [0, 1]] and len(points) == 2
+    np.testing.assert_allclose(history_to_now[0, 0], np.identity(3))
 
 
 @pytest.mark.parametrize("flip", [False, True])
@@ -104,7 +118,7 @@ def test_prepared_augmented_sample_stays_consistent():
 def test_collate_pads_agents_and_objects_with_masks():
     big = preparer()(two_agent_sample(num_boxes=3))
     small = preparer(max_agents=1)(two_agent_sample(num_boxes=1))
-    batch = collate_prepared([small, big], max_agents=3, num_skipped=2)
+    batch = collate_prepared([small, big], max_agents=3, voxelizer=FrameVoxelizer(GRID), num_skipped=2)
     assert batch.agent_mask.tolist() == [[True, False, False], [True, True, False]]
     assert batch.agent_types.tolist() == [[0, 0, 0], [0, 1, 0]]
     assert batch.frame_mask.shape == (2, 3, 2) and batch.frame_mask[1].tolist() == [[True, True], [False, True], [False, False]]
@@ -117,9 +131,9 @@ def test_collate_pads_agents_and_objects_with_masks():
     assert batch.voxels.shape[1:] == (GRID.max_points_per_voxel, 4) and batch.num_skipped == 2
     assert batch.voxel_num_points.dtype == torch.int32 and batch.voxel_coords.dtype == torch.int32
     with pytest.raises(ValueError, match="max_agents=1"):
-        collate_prepared([big], max_agents=1)
+        collate_prepared([big], max_agents=1, voxelizer=FrameVoxelizer(GRID))
     with pytest.raises(ValueError, match="empty"):
-        collate_prepared([], max_agents=2)
+        collate_prepared([], max_agents=2, voxelizer=FrameVoxelizer(GRID))
 
 
 def test_boxes_outside_grid_and_dropped_types_are_removed():

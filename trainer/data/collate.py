@@ -1,6 +1,6 @@
 """Collate prepared samples into ``models.batch.Batch``: agents padded to ``max_agents`` (mask),
-objects padded to the batch maximum M (mask), voxels concatenated with flat agent-frame indices
-``n = (b * A + a) * T + t``.
+objects padded to the batch maximum M (mask), every agent-frame voxelised into one tensor with
+flat agent-frame indices ``n = (b * A + a) * T + t``.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import torch
 
 from models.batch import Batch
 from trainer.data.prepare import PreparedSample
+from trainer.data.voxelize import FrameVoxelizer
 
 
 def _pad(t: torch.Tensor, size: int, fill: float | int | bool) -> torch.Tensor:
@@ -18,7 +19,8 @@ def _pad(t: torch.Tensor, size: int, fill: float | int | bool) -> torch.Tensor:
     return out
 
 
-def collate_prepared(samples: list[PreparedSample], *, max_agents: int, num_skipped: int = 0) -> Batch:
+def collate_prepared(samples: list[PreparedSample], *, max_agents: int, voxelizer: FrameVoxelizer,
+                     num_skipped: int = 0) -> Batch:
     """Stack ``samples`` (same T and T_f) into a ``Batch`` with A = ``max_agents`` slots."""
     if not samples:
         raise ValueError("cannot collate an empty list of samples")
@@ -33,16 +35,17 @@ def collate_prepared(samples: list[PreparedSample], *, max_agents: int, num_skip
             raise ValueError(f"sample {s.key} has {s.frame_mask.shape[0]} agents > max_agents={max_agents}")
     m = max(s.boxes.shape[0] for s in samples)
     eye = torch.eye(3)
-    voxel_coords = []
+    clouds, frame_ids = [], []
     for b, s in enumerate(samples):
-        coords = s.voxel_coords.clone()
-        coords[:, 0] += b * max_agents * t_n  # local a * T + t -> (b * A + a) * T + t
-        voxel_coords.append(coords)
+        counts = s.point_counts.reshape(-1)
+        frame_ids += [b * max_agents * t_n + i for i in counts.nonzero().flatten().tolist()]  # a * T + t -> n
+        clouds += [c for c in torch.split(s.points, counts.tolist()) if len(c)]
+    voxels, voxel_coords, voxel_num_points = voxelizer(clouds, frame_ids)
     n_agents = [s.frame_mask.shape[0] for s in samples]
     return Batch(
-        voxels=torch.cat([s.voxels for s in samples]),
-        voxel_num_points=torch.cat([s.voxel_num_points for s in samples]),
-        voxel_coords=torch.cat(voxel_coords),
+        voxels=voxels,
+        voxel_num_points=voxel_num_points,
+        voxel_coords=voxel_coords,
         agent_mask=torch.stack([torch.arange(max_agents) < n for n in n_agents]),
         agent_types=torch.stack([_pad(s.agent_types, max_agents, 0) for s in samples]),
         frame_mask=torch.stack([_pad(s.frame_mask, max_agents, False) for s in samples]),

@@ -53,19 +53,31 @@ def world_xy_to_bev(xy: np.ndarray, pose: np.ndarray) -> np.ndarray:
     return xy @ m[:2, :2].T + m[:2, 2]
 
 
-def sensor_to_bev(points: np.ndarray, pose: np.ndarray, z_ref: float) -> np.ndarray:
-    """LiDAR points ``[N, >=3]`` in the sensor frame of ``pose`` -> that agent's BEV frame.
+def sensor_to_bev_affine(pose: np.ndarray, z_ref: float) -> np.ndarray:
+    """[3, 4] affine ``[R | t]`` taking sensor-frame xyz of ``pose`` to that agent's BEV frame.
 
-    The full 3-D pose (roll, pitch included) takes the points to the world; the BEV frame then
-    keeps only yaw, with height measured from ``z_ref``. Extra columns (intensity) are copied.
+    The full 3-D pose (roll, pitch included) takes a point to the world; the BEV frame then keeps
+    only yaw, with height measured from ``z_ref``.
     """
-    out = np.array(points, dtype=np.float64, copy=True)
-    if len(out) == 0:
-        return out
-    to_world = x_to_world(pose)
-    world = out[:, :3] @ to_world[:3, :3].T + to_world[:3, 3]
-    out[:, :2] = world_xy_to_bev(world[:, :2], pose)
-    out[:, 2] = world[:, 2] - z_ref
+    plane = np.linalg.inv(bev_to_world(pose))
+    world_to_bev = np.identity(4)
+    world_to_bev[:2, :2], world_to_bev[:2, 3] = plane[:2, :2], plane[:2, 2]
+    world_to_bev[2, 3] = -z_ref
+    return (world_to_bev @ x_to_world(pose))[:3]
+
+
+def sensor_to_bev(points: np.ndarray, pose: np.ndarray, z_ref: float, *, dtype=np.float64) -> np.ndarray:
+    """LiDAR points ``[N, >=3]`` in the sensor frame of ``pose`` -> that agent's BEV frame ``[N, >=3]``.
+
+    See :func:`sensor_to_bev_affine`. Extra columns (intensity) are copied. ``dtype`` is the output
+    (and arithmetic) type; float32 is exact enough because the BEV frame shares the sensor's origin.
+    """
+    points = np.asarray(points, dtype=dtype)
+    affine = sensor_to_bev_affine(pose, z_ref)
+    rotate, shift = np.identity(points.shape[1], dtype=dtype), np.zeros(points.shape[1], dtype=dtype)
+    rotate[:3, :3], shift[:3] = affine[:, :3], affine[:, 3]
+    out = points @ rotate.T  # one contiguous GEMM over all columns (identity on the extra ones)
+    out += shift
     return out
 
 

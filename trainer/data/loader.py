@@ -26,6 +26,7 @@ from trainer.data.collate import collate_prepared
 from trainer.data.config import DataConfig
 from trainer.data.prepare import SamplePreparer
 from trainer.data.sample import SchemaVersionError, decode_sample
+from trainer.data.voxelize import FrameVoxelizer
 
 _FATAL = (SchemaVersionError, UnmappedObjectTypeError)
 
@@ -93,6 +94,7 @@ class ShardBatchStream(IterableDataset):
             augment_cfg=self.cfg.augment if self.train else None,
             seed=split.make_seed("augment", self.seed, self.epoch, self.rank, worker),
         )
+        voxelizer = FrameVoxelizer(self.grid)
         records = self._raw_samples(worker, num_workers, counter)
         if self.train and self.cfg.shuffle_buffer > 0:
             records = _shuffle(records, bufsize=self.cfg.shuffle_buffer, initial=self.cfg.shuffle_buffer,
@@ -106,10 +108,12 @@ class ShardBatchStream(IterableDataset):
                 counter(exn)
                 continue
             if len(pending) == self.cfg.batch_size:
-                yield collate_prepared(pending, max_agents=self.cfg.max_agents, num_skipped=counter.take_new())
+                yield collate_prepared(pending, max_agents=self.cfg.max_agents, voxelizer=voxelizer,
+                                       num_skipped=counter.take_new())
                 pending = []
         if pending and not self.train:
-            yield collate_prepared(pending, max_agents=self.cfg.max_agents, num_skipped=counter.take_new())
+            yield collate_prepared(pending, max_agents=self.cfg.max_agents, voxelizer=voxelizer,
+                                   num_skipped=counter.take_new())
 
 
 def _passthrough(batch: Batch) -> Batch:

@@ -170,6 +170,19 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _npy_view(data: bytes) -> np.ndarray:
+    """A read-only array viewing the bytes of one ``.npy`` member (no copy; no pickled objects)."""
+    buf = io.BytesIO(data)
+    version = np.lib.format.read_magic(buf)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran_order, dtype = read_header(buf)
+    if dtype.hasobject:
+        raise ValueError("object arrays are not allowed")
+    count = int(np.prod(shape, dtype=np.int64))
+    flat = np.frombuffer(data, dtype=dtype, count=count, offset=buf.tell())
+    return flat.reshape(shape, order="F" if fortran_order else "C")
+
+
 def encode_sample(sample: Sample) -> dict[str, bytes | str]:
     """Validated ``sample`` -> a WebDataset record ``{"__key__": key, member: bytes, ...}``."""
     validate_sample(sample)
@@ -203,7 +216,7 @@ def decode_sample(record: dict) -> Sample:
         if member not in record:
             raise SampleFormatError(f"{key}: missing member {member}")
         try:
-            arrays[_array_name(member)] = np.load(io.BytesIO(record[member]), allow_pickle=False)
+            arrays[_array_name(member)] = _npy_view(record[member])
         except (ValueError, OSError, EOFError) as exn:
             raise SampleFormatError(f"{key}: member {member} is not a valid .npy ({exn})") from exn
     sample = Sample(meta=meta, key=key, **arrays)

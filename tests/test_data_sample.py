@@ -1,0 +1,62 @@
+"""The on-disk sample: encode / decode round trip, zero-copy views, malformed members."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from tests.test_data_prepare import two_agent_sample
+from trainer.data.sample import ARRAY_MEMBERS, SampleFormatError, SchemaVersionError, decode_sample, encode_sample
+
+
+def test_round_trip_gives_equal_read_only_arrays():
+    sample = two_agent_sample(num_boxes=2)
+    decoded = decode_sample(encode_sample(sample))
+    assert decoded.key == sample.key and decoded.meta == sample.meta
+    for member in ARRAY_MEMBERS:
+        name = member[: -len(".npy")]
+        got, want = getattr(decoded, name), getattr(sample, name)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+        assert not got.flags.writeable  # a view of the record's bytes, not a copy
+    with pytest.raises(ValueError, match="read-only"):
+        decoded.points[0, 0] = 1.0
+
+
+def test_fortran_ordered_member_decodes():
+    record = encode_sample(two_agent_sample(num_boxes=3))
+    buf = io.BytesIO()
+    np.save(buf, np.asfortranarray(np.arange(21, dtype=np.float32).reshape(3, 7)))
+    record["boxes.npy"] = buf.getvalue()
+    np.testing.assert_array_equal(decode_sample(record).boxes, np.arange(21, dtype=np.float32).reshape(3, 7))
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda r: r.update({"points.npy": r["points.npy"][:-8]}), "points.npy is not a valid .npy"),
+    (lambda r: r.update({"boxes.npy": b"garbage"}), "boxes.npy is not a valid .npy"),
+    (lambda r: r.pop("poses.npy"), "missing member poses.npy"),
+    (lambda r: r.update({"meta.json": b"{not json"}), "meta.json is not valid JSON"),
+])
+def test_malformed_members_raise_a_format_error_naming_the_member(damage, match):
+    record = encode_sample(two_agent_sample())
+    damage(record)
+    with pytest.raises(SampleFormatError, match=match):
+        decode_sample(record)
+
+
+def test_object_arrays_are_refused():
+    record = encode_sample(two_agent_sample())
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    record["track_ids.npy"] = buf.getvalue()
+    with pytest.raises(SampleFormatError, match="track_ids.npy"):
+        decode_sample(record)
+
+
+def test_other_schema_version_is_an_error_not_a_skip():
+    record = encode_sample(two_agent_sample())
+    meta = json.loads(record["meta.json"])
+    record["meta.json"] = json.dumps({**meta, "schema_version": 99}).encode()
+    with pytest.raises(SchemaVersionError, match="schema_version 99"):
+        decode_sample(record)

@@ -1,0 +1,72 @@
+"""Voxelisation of many agent-frames at once, straight into one batch tensor.
+
+spconv's ``PointToVoxel`` voxelises one cloud into its own ``max_voxels``-sized buffers, zeroes
+the whole buffer on every call and returns copies; a batch of ``B * A * T`` frames then pays a
+copy per frame and a concatenation. :class:`FrameVoxelizer` calls the same CPU kernel
+(``SpconvOps.point2voxel_cpu``, spconv 2.3) with each frame's output slice of a single
+preallocated tensor, so every voxel is written once. The result equals ``PointToVoxel`` run frame
+by frame and concatenated (``tests/test_data_voxelize.py`` checks this), including the
+``max_voxels`` cap per frame and the first ``max_points_per_voxel`` points kept per voxel.
+"""
+
+from __future__ import annotations
+
+import torch
+from spconv.core_cc.csrc.sparse.all import SpconvOps
+from spconv.pytorch.cppcore import torch_tensor_to_tv
+
+from models.grid import GridConfig
+
+
+class FrameVoxelizer:
+    """CPU voxeliser for lists of BEV point clouds (build one per worker; holds a dense hash grid)."""
+
+    def __init__(self, grid: GridConfig) -> None:
+        self.max_points = grid.max_points_per_voxel
+        self.max_voxels = grid.max_voxels
+        self.vsize, self.grid_size, self.grid_stride, self.coors_range = SpconvOps.calc_point2voxel_meta_data(
+            list(grid.voxel_size), grid.coors_range_xyz)
+        self._hash: torch.Tensor | None = None  # [nz, ny, nx] int32, -1 = empty; the kernel restores it
+        self._hash_view = None  # tensorview of _hash (a raw pointer: _hash must outlive it)
+
+    def hash_view(self):
+        """The kernel's dense voxel table, allocated on first use (inside the worker, never pickled)."""
+        if self._hash is None:
+            self._hash = torch.full(list(self.grid_size), -1, dtype=torch.int32)
+            self._hash_view = torch_tensor_to_tv(self._hash)
+        return self._hash_view
+
+    def __call__(self, clouds: list[torch.Tensor], frame_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Voxelise ``clouds[i]`` ([N_i, 4] float32 BEV x, y, z, intensity) as frame ``frame_ids[i]``.
+
+        Returns voxels [V, P, 4] float32 (unused point slots zero), coords [V, 4] int32
+        ``(frame_id, z, y, x)`` and num_points [V] int32, frames in the given order.
+        """
+        if len(clouds) != len(frame_ids):
+            raise ValueError(f"{len(clouds)} clouds but {len(frame_ids)} frame ids")
+        for cloud in clouds:
+            if cloud.dtype != torch.float32 or cloud.dim() != 2 or cloud.shape[1] != 4:
+                raise ValueError(f"expected [N, 4] float32 clouds, got {tuple(cloud.shape)} {cloud.dtype}")
+        clouds = [c.contiguous() for c in clouds]
+        caps = [min(len(c), self.max_voxels) for c in clouds]  # a voxel holds >= 1 point
+        total = sum(caps)
+        voxels = torch.empty((total, self.max_points, 4), dtype=torch.float32)
+        zyx = torch.empty((total, 3), dtype=torch.int32)
+        num = torch.empty((total,), dtype=torch.int32)
+        point_voxel = torch.empty((max([len(c) for c in clouds], default=0),), dtype=torch.int64)  # unused output
+        # tensorview wraps raw pointers: the tensors above and ``clouds`` stay referenced until the end
+        outputs = [torch_tensor_to_tv(t) for t in (voxels, zyx, num)]
+        point_voxel_view, hash_view = torch_tensor_to_tv(point_voxel), self.hash_view()
+        counts, offset = [], 0
+        for cloud, cap in zip(clouds, caps):
+            used = 0
+            if cap:
+                used = SpconvOps.point2voxel_cpu(  # clears its output slices, then fills them
+                    torch_tensor_to_tv(cloud), *(t.slice_first_axis(offset, offset + cap) for t in outputs), hash_view,
+                    point_voxel_view.slice_first_axis(0, len(cloud)), self.vsize, self.grid_size, self.grid_stride,
+                    self.coors_range, False, True,
+                )[0].shape[0]
+            counts.append(used)
+            offset += used
+        frame = torch.repeat_interleave(torch.tensor(frame_ids, dtype=torch.int32), torch.tensor(counts, dtype=torch.int64))
+        return voxels[:offset], torch.cat([frame[:, None], zyx[:offset]], dim=1), num[:offset]
