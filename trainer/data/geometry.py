@@ -42,14 +42,22 @@ def bev_to_world(pose: np.ndarray) -> np.ndarray:
     return se2(float(pose[0]), float(pose[1]), np.radians(float(pose[4])))
 
 
+def se2_inverse(m: np.ndarray) -> np.ndarray:
+    """[3, 3] inverse of a homogeneous 2-D rigid transform ``[[R, t], [0, 1]]``: ``[[R^T, -R^T t], [0, 1]]``."""
+    out = np.identity(3)
+    out[:2, :2] = m[:2, :2].T
+    out[:2, 2] = -m[:2, :2].T @ m[:2, 2]
+    return out
+
+
 def relative_se2(src_pose: np.ndarray, dst_pose: np.ndarray) -> np.ndarray:
     """[3, 3] map from the BEV frame of ``src_pose`` to the BEV frame of ``dst_pose``."""
-    return np.linalg.inv(bev_to_world(dst_pose)) @ bev_to_world(src_pose)
+    return se2_inverse(bev_to_world(dst_pose)) @ bev_to_world(src_pose)
 
 
 def world_xy_to_bev(xy: np.ndarray, pose: np.ndarray) -> np.ndarray:
     """World points ``[N, 2]`` -> BEV frame of the agent with ``pose`` ``[N, 2]``."""
-    m = np.linalg.inv(bev_to_world(pose))
+    m = se2_inverse(bev_to_world(pose))
     return xy @ m[:2, :2].T + m[:2, 2]
 
 
@@ -59,24 +67,27 @@ def sensor_to_bev_affine(pose: np.ndarray, z_ref: float) -> np.ndarray:
     The full 3-D pose (roll, pitch included) takes a point to the world; the BEV frame then keeps
     only yaw, with height measured from ``z_ref``.
     """
-    plane = np.linalg.inv(bev_to_world(pose))
-    world_to_bev = np.identity(4)
-    world_to_bev[:2, :2], world_to_bev[:2, 3] = plane[:2, :2], plane[:2, 2]
-    world_to_bev[2, 3] = -z_ref
-    return (world_to_bev @ x_to_world(pose))[:3]
+    to_world = x_to_world(pose)
+    c, s = np.cos(np.radians(float(pose[4]))), np.sin(np.radians(float(pose[4])))
+    out = np.zeros((3, 4))
+    out[:2, :3] = np.array([[c, s], [-s, c]]) @ to_world[:2, :3]  # undo the yaw; the xy origins coincide
+    out[2, :3] = to_world[2, :3]
+    out[2, 3] = to_world[2, 3] - z_ref
+    return out
 
 
-def sensor_to_bev(points: np.ndarray, pose: np.ndarray, z_ref: float, *, dtype=np.float64) -> np.ndarray:
-    """LiDAR points ``[N, >=3]`` in the sensor frame of ``pose`` -> that agent's BEV frame ``[N, >=3]``.
+def sensor_to_bev(points: np.ndarray, pose: np.ndarray, z_ref: float, *, dtype=np.float64,
+                  out: np.ndarray | None = None) -> np.ndarray:
+    """LiDAR points ``[N, C >= 3]`` in the sensor frame of ``pose`` -> that agent's BEV frame ``[N, C]``.
 
     See :func:`sensor_to_bev_affine`. Extra columns (intensity) are copied. ``dtype`` is the output
     (and arithmetic) type; float32 is exact enough because the BEV frame shares the sensor's origin.
+    ``out`` (``[N, C]`` of ``dtype``), when given, receives the result.
     """
-    points = np.asarray(points, dtype=dtype)
     affine = sensor_to_bev_affine(pose, z_ref)
     rotate, shift = np.identity(points.shape[1], dtype=dtype), np.zeros(points.shape[1], dtype=dtype)
     rotate[:3, :3], shift[:3] = affine[:, :3], affine[:, 3]
-    out = points @ rotate.T  # one contiguous GEMM over all columns (identity on the extra ones)
+    out = np.matmul(np.asarray(points, dtype=dtype), rotate.T, out=out)  # one GEMM, identity on extra columns
     out += shift
     return out
 

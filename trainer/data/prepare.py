@@ -80,7 +80,7 @@ def bev_frames(sample: Sample, max_agents: int) -> tuple[list[int], np.ndarray, 
             n = int(counts[i, k])
             if n:
                 src = sample.points[starts[a * t_n + k]: starts[a * t_n + k] + n]
-                points[out:out + n] = sensor_to_bev(src, sample.poses[a, k], z_ref, dtype=np.float32)
+                sensor_to_bev(src, sample.poses[a, k], z_ref, dtype=np.float32, out=points[out:out + n])
                 out += n
     return kept, points, counts, history_to_now, agent_to_ego
 
