@@ -6,7 +6,6 @@ import spconv.pytorch as spconv
 import torch
 from spconv.core import ConvAlgo
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from models.config import ModelConfig
 from models.encoder_common import Fp32BatchNorm, apply_mask_token, bev_output_block, check_voxel_coords
@@ -62,11 +61,24 @@ class SparseEncoder(nn.Module):
             conv.algo = algo
 
     def _run_sparse_fp32(self, x: spconv.SparseConvTensor) -> spconv.SparseConvTensor:
-        """Run the sparse stages in fp32 (spconv has no bf16 kernel), casting parameters up when needed."""
-        params = dict(self.net.named_parameters())
-        if all(p.dtype == torch.float32 for p in params.values()):
-            return self.net(x)
-        return functional_call(self.net, {name: p.float() for name, p in params.items()}, (x,), strict=False)
+        """Run the sparse stages in fp32 (spconv has no bf16 kernel).
+
+        Each convolution gets an up-cast of its weight (a differentiable cast, so the gradient lands on
+        the stored weight in its own dtype) through spconv's ``_conv_forward`` (spconv 2.3), the same
+        call its ``forward`` makes with ``self.weight``. The module's parameters are never swapped, so
+        parameters that a sharding wrapper (ZeRO-3) has gathered in place stay the ones used. Dense
+        layers (BatchNorm, ReLU) run on the features, as ``SparseSequential`` does.
+        """
+        for layer in self.net:
+            if isinstance(layer, spconv.conv.SparseConvolution):
+                x = layer._conv_forward(
+                    layer.training, x, layer.weight.float(), None if layer.bias is None else layer.bias.float(),
+                    name=layer.name, sparse_unique_name=layer._sparse_unique_name, act_type=layer.act_type,
+                    act_alpha=layer.act_alpha, act_beta=layer.act_beta,
+                )
+            elif x.indices.shape[0] != 0:
+                x = x.replace_feature(layer(x.features))
+        return x
 
     def forward(self, voxels: Tensor, num_points: Tensor, coords: Tensor, num_frames: int,
                 voxel_mask: Tensor | None = None) -> Tensor:

@@ -57,6 +57,27 @@ def test_bf16_encoder_matches_fp32_encoder(setup):
     assert torch.allclose(low.float(), reference, atol=0.1, rtol=0.05)
 
 
+def test_fp32_island_equals_spconv_sequential_forward_and_backward(setup):
+    import spconv.pytorch as spconv
+
+    from models.sparse_encoder import voxel_mean_features
+
+    config, batch = setup
+    encoder = V2XModel(config).encoder.train()
+    encoder._select_algo(torch.device("cpu"))
+    feats = voxel_mean_features(batch.voxels, batch.voxel_num_points)
+    results = []
+    for run in (encoder._run_sparse_fp32, encoder.net):
+        encoder.zero_grad()
+        x = spconv.SparseConvTensor(feats, batch.voxel_coords.int(), encoder.spatial_shape, 4)
+        dense = run(x).dense()
+        dense.square().mean().backward()
+        results.append((dense.detach(), [p.grad.clone() for p in encoder.net.parameters()]))
+    (a, grads_a), (b, grads_b) = results
+    assert torch.equal(a, b) and a.abs().sum() > 0
+    assert len(grads_a) == len(grads_b) > 0 and all(torch.equal(x, y) for x, y in zip(grads_a, grads_b))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_forward_uses_default_spconv_algorithm(setup):

@@ -105,14 +105,6 @@ def test_launcher_zero_stage_must_match(monkeypatch):
         resolve_deepspeed_config(cfg, world_size=1)
 
 
-def test_zero3_bf16_with_spconv_is_refused_with_a_reason(monkeypatch):
-    monkeypatch.delenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", raising=False)
-    cfg = load_config(None, ["distributed.deepspeed_config=ds_configs/zero3.json"])
-    with pytest.raises(LaunchConfigError, match="ZeRO-3 \\+ bf16 with the spconv encoder"):
-        resolve_deepspeed_config(cfg, world_size=1)
-    resolve_deepspeed_config(replace(cfg, precision="fp32"), world_size=1)
-
-
 def test_warmup_cosine_shape():
     lrs = [warmup_cosine(s, warmup_steps=4, total_steps=20, min_ratio=0.1) for s in range(25)]
     assert lrs[0] == pytest.approx(0.2) and lrs[3] == pytest.approx(0.8) and lrs[4] == pytest.approx(1.0)

@@ -77,11 +77,6 @@ def resolve_deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any
         raise LaunchConfigError(f"the launcher asks for ZeRO stage {env_stage} (--zero_stage) but the training config "
                                 f"uses stage {stage} ({path}, distributed.zero_stage); make them agree")
     zero["stage"] = stage
-    if stage == 3 and cfg.model.encoder == "spconv" and cfg.precision != "fp32":
-        raise LaunchConfigError(
-            f"ZeRO-3 + {cfg.precision} with the spconv encoder is not supported: the encoder runs as an fp32 island "
-            "(spconv has no bf16 kernel) on fp32 copies of its weights, which ZeRO-3's parameter hooks reject. "
-            "Use precision=fp32 with ZeRO-3, ZeRO 1/2 with mixed precision, or model.encoder=pillars.")
     if any(v == "auto" for v in zero.values()):
         for key, value in zero_bucket_sizes(_num_model_params(cfg)).items():
             if zero.get(key) == "auto":
