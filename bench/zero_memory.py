@@ -3,7 +3,7 @@
     python3 bench/zero_memory.py [--sizes tiny base] [--nprocs 2] [--out docs/results]
 
 For each model size, one ``torchrun`` launch of ``--nprocs`` gloo (or NCCL) processes builds the real V2X model
-(``model.encoder=pillars``: ZeRO-3 refuses the spconv encoder), wraps it in a DeepSpeed engine (fp32, AdamW) per
+(``model.encoder=pillars``, as in the published table), wraps it in a DeepSpeed engine (fp32, AdamW) per
 ZeRO stage 0..3, trains one step (so the optimizer state exists), runs the forward + backward of a second step
 and then counts the bytes of every distinct tensor storage the engine holds on that rank:
   params          the module's parameters as stored on the rank (``param.ds_tensor`` partitions under ZeRO-3)
