@@ -30,7 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import REPO, RESULTS_DIR, machine_info, markdown_table, median_and_spread, run_train  # noqa: E402
 from trainer.metrics_log import read_metrics  # noqa: E402
 
-METRICS = ("AP@0.5", "EPA", "minADE", "AP@0.3")
+METRICS = ("AP@0.5", "EPA", "minADE", "AP@0.3", "MR", "hit_rate")
+"""Reported per evaluation. ``hit_rate`` = EPA's numerator without its false-positive penalty: ground-truth objects
+detected (score >= threshold, matched) whose minFDE <= the miss threshold, over EPA's N_GT."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,14 @@ def _num(value: Any) -> float:
     return float(value) if value is not None else math.nan
 
 
+def eval_metrics(record: dict[str, Any]) -> dict[str, float]:
+    """``METRICS`` of one evaluation record of metrics.jsonl (NaN where absent)."""
+    out = {m: _num(record.get(f"eval/{m}")) for m in METRICS if m != "hit_rate"}
+    hits, n_gt = record.get("eval/num_hits"), record.get("eval/num_pred_gt")
+    out["hit_rate"] = hits / n_gt if hits is not None and n_gt else math.nan
+    return out
+
+
 def quality_curve(records: list[dict[str, Any]]) -> list[dict[str, float]]:
     """Evaluation points of one run, against training wall-clock (evaluation time removed) and global step.
 
@@ -86,7 +96,7 @@ def quality_curve(records: list[dict[str, Any]]) -> list[dict[str, float]]:
             eval_total += rec["time"] - prev_time
             points.append({"stage": stage, "global_step": offset + rec["step"], "train_time_s": rec["time"] - eval_total,
                            "wall_time_s": rec["time"],
-                           **{m: _num(rec.get(f"eval/{m}")) for m in METRICS}})
+                           **eval_metrics(rec)})
         last_step = max(last_step, rec.get("step", 0))
         prev_time = rec["time"]
     return points
@@ -163,7 +173,7 @@ def summary_markdown(runs: list[dict[str, Any]], rows: list[dict[str, Any]]) -> 
             finals.append([f"({key}) {recipe.name}", len(mine), *[_spread([r["final"][m] for r in mine]) for m in METRICS],
                            _spread([r["train_time_s"] for r in mine])])
     table1 = markdown_table(["recipe", "seeds", "final AP@0.5", "final EPA", "final minADE (m)", "final AP@0.3",
-                             "train time (s)"],
+                             "final MR", "final hit rate", "train time (s)"],
                             finals)
     ratios = []
     for key in ("b", "c", "d"):
@@ -191,7 +201,8 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     colors = {"a": "tab:gray", "b": "tab:orange", "c": "tab:blue", "d": "tab:green"}
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 4.2))
+    fig, axes = plt.subplots(2, len(METRICS) // 2, figsize=(5 * len(METRICS) // 2, 8.4))
+    axes = axes.ravel()
     for ax, metric in zip(axes, METRICS):
         for run in runs:
             label = f"({run['recipe']}) {run['name']}" if run["seed"] == min(r["seed"] for r in runs) else None
@@ -201,7 +212,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
             if run["recipe"] == "a" and metric in ("AP@0.5", "EPA"):
                 ax.axhline(run["final"][metric], color=colors["a"], linestyle=":", linewidth=0.8)
         ax.set_xlabel("training wall-clock (s, evaluation excluded)")
-        ax.set_title(metric + (" (m, lower is better)" if metric == "minADE" else ""))
+        ax.set_title(metric + (" (lower is better)" if metric in ("minADE", "MR") else ""))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()

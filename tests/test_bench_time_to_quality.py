@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bench.time_to_quality import compare, first_reaching, quality_curve
+from bench.time_to_quality import compare, eval_metrics, first_reaching, quality_curve
 
 
 def _eval(stage, step, time, ap, epa):
@@ -34,6 +34,13 @@ def test_quality_curve_continues_the_clock_of_a_resumed_process():
     curve = quality_curve(records)
     assert curve[1]["wall_time_s"] == pytest.approx(83.0)
     assert curve[1]["train_time_s"] == pytest.approx(83.0 - 2.0 - 1.0)
+
+
+def test_eval_metrics_derive_the_hit_rate_and_mark_missing_values():
+    got = eval_metrics({"eval/AP@0.5": 0.2, "eval/EPA": 0.0, "eval/num_hits": 51, "eval/num_pred_gt": 432})
+    assert got["AP@0.5"] == 0.2 and got["hit_rate"] == pytest.approx(51 / 432)
+    assert math.isnan(got["MR"]) and math.isnan(got["minADE"])
+    assert math.isnan(eval_metrics({"eval/num_hits": 3, "eval/num_pred_gt": 0})["hit_rate"])
 
 
 def test_first_reaching_needs_every_target():
