@@ -1,8 +1,10 @@
-"""launch/slurm/train.sbatch on a real 2-node Slurm cluster (../shared/tools/slurm-fixture.sh, CPU, gloo).
+"""launch/slurm/*.sbatch on a real 2-node Slurm cluster (../shared/tools/slurm-fixture.sh, CPU, gloo).
 
-One uninterrupted 2-node job is the reference; a second identical job gets ``scancel --signal=USR1``
-mid-run, must checkpoint, exit 75, requeue itself through the sbatch script, resume in the requeued
-run and log the same fp32 losses as the reference after the preemption step.
+One uninterrupted 2-node job of train.sbatch (Accelerate) is the reference; a second identical job gets
+``scancel --signal=USR1`` mid-run, must checkpoint, exit 75, requeue itself through the sbatch script,
+resume in the requeued run and log the same fp32 losses as the reference after the preemption step.
+train_deepspeed.sbatch (DeepSpeed's launcher with a hostfile written from the allocation) must train
+the same job across both nodes to the same losses.
 """
 
 from __future__ import annotations
@@ -71,14 +73,15 @@ def _wait(predicate, what: str, timeout: float = 240.0, every: float = 0.5):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def _submit(env: dict[str, str], tiny_data: tuple[str, str], run_dir: Path, log: Path) -> str:
+def _submit(env: dict[str, str], tiny_data: tuple[str, str], run_dir: Path, log: Path,
+            script: str = "train.sbatch") -> str:
     train, val = tiny_data
     job_env = ",".join(["ALL", f"TURBOTRAIN_ROOT={REPO}", f"RUN_DIR={run_dir}", "MIXED_PRECISION=no",
                         "OMP_NUM_THREADS=1", "DS_ACCELERATOR=cpu"])
     args = ["--config", "recipes/multitask.yaml", *base_overrides(train, val, run_dir, steps=STEPS),
             "loop.checkpoint_every=2"]
     out = subprocess.run(["sbatch", "--parsable", f"--chdir={REPO}", f"--output={log}", f"--export={job_env}",
-                          str(REPO / "launch" / "slurm" / "train.sbatch"), *args],
+                          str(REPO / "launch" / "slurm" / script), *args],
                          env=env, capture_output=True, text=True, check=True)
     return out.stdout.strip().split(";")[0]
 
@@ -147,3 +150,19 @@ def test_usr1_preemption_saves_requeues_and_resumes_exactly(slurm_env, tiny_data
     assert sorted(resumed) == list(range(1, STEPS + 1))
     for step in range(stop_step + 1, STEPS + 1):
         assert resumed[step] == pytest.approx(reference[step], abs=1e-6, rel=0), f"step {step}"
+
+
+def test_deepspeed_hostfile_job_trains_across_both_nodes_like_accelerate(slurm_env, tiny_data, reference_run,
+                                                                         tmp_path):
+    run_dir, log = tmp_path / "run", tmp_path / "job.out"
+    job = _submit(slurm_env, tiny_data, run_dir, log, script="train_deepspeed.sbatch")
+    _wait_done(slurm_env, job, log)
+    text = log.read_text()
+    assert "processes: 2" in text, text[-3000:]
+    hosts = (run_dir / "hostfile").read_text().split("\n")
+    assert [h for h in hosts if h] == ["n1 slots=1", "n2 slots=1"]
+    reference, losses = _losses(reference_run[0]), _losses(run_dir)
+    assert sorted(losses) == list(range(1, STEPS + 1))
+    assert losses == pytest.approx(reference, abs=1e-6, rel=0)
+    pointer = json.loads((run_dir / "finetune" / "checkpoints" / "latest.json").read_text())
+    assert pointer["latest"] == f"step_{STEPS:06d}"
