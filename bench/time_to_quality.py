@@ -237,10 +237,20 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench_time_to_quality")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--rerun", action="store_true", help="retrain runs whose final.json already exists")
+    parser.add_argument("--only-existing", action="store_true",
+                        help="train nothing: report the (recipe, seed) runs already finished under --work")
     args = parser.parse_args()
     if args.steps < 8 or args.eval_every < 1:
         parser.error("--steps must be >= 8 and --eval-every >= 1")
-    runs = [run_one(RECIPES[key], seed, args, args.work) for seed in args.seeds for key in args.recipes]
+    if args.only_existing and args.rerun:
+        parser.error("--only-existing and --rerun exclude each other")
+    pairs = [(RECIPES[key], seed) for seed in args.seeds for key in args.recipes]
+    if args.only_existing:
+        pairs = [(r, seed) for r, seed in pairs
+                 if (args.work / f"{r.name}_seed{seed}" / r.last_stage / "final.json").is_file()]
+        if not pairs:
+            parser.error(f"no finished runs under {args.work}")
+    runs = [run_one(recipe, seed, args, args.work) for recipe, seed in pairs]
     rows = compare(runs)
     args.out.mkdir(parents=True, exist_ok=True)
     setup = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
