@@ -26,7 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -45,28 +45,33 @@ from trainer.data.fixtures import write_toy_scenario  # noqa: E402
 from trainer.data.loader import build_loader  # noqa: E402
 from trainer.data.opencood import scan_split  # noqa: E402
 from trainer.data.prepare import SamplePreparer  # noqa: E402
-from trainer.data.sample import decode_sample  # noqa: E402
+from trainer.data.sample import Sample, decode_sample  # noqa: E402
 from trainer.data.synth.config import SynthConfig  # noqa: E402
 from trainer.data.synth.generate import generate_dataset  # noqa: E402
 from trainer.data.voxelize import FrameVoxelizer  # noqa: E402
 
 
-def direct_batches(src: Path, cfg: ConvertConfig, data: DataConfig, grid: GridConfig) -> Iterator[Batch]:
-    """Batches built by reading every sample straight from the source files (no caching across samples)."""
+def prepared_batches(samples: Iterable[Sample], data: DataConfig, grid: GridConfig) -> Iterator[Batch]:
+    """The work both paths share: prepare each sample, collate (and voxelise) every ``batch_size``,
+    the remainder too (as the shard loader's val pass does)."""
     prep = SamplePreparer(grid, ClassGrouping(data.classes, data.drop_obj_types), max_agents=data.max_agents)
     voxelizer = FrameVoxelizer(grid)
     pending = []
-    for scn in scan_split(src):
-        for ego in sorted(scn.agents):
-            if not ego_allowed(cfg.mode, ego):
-                continue
-            for t in sample_times(scn, ego, cfg):
-                pending.append(prep(build_sample(FrameReader(scn, skip_bad=False, point_cache=0), ego, t, cfg)))
-                if len(pending) == data.batch_size:
-                    yield collate_prepared(pending, max_agents=data.max_agents, voxelizer=voxelizer)
-                    pending = []
-    if pending:  # the shard loader's val pass collates the remainder too
+    for sample in samples:
+        pending.append(prep(sample))
+        if len(pending) == data.batch_size:
+            yield collate_prepared(pending, max_agents=data.max_agents, voxelizer=voxelizer)
+            pending = []
+    if pending:
         yield collate_prepared(pending, max_agents=data.max_agents, voxelizer=voxelizer)
+
+
+def direct_batches(src: Path, cfg: ConvertConfig, data: DataConfig, grid: GridConfig) -> Iterator[Batch]:
+    """Batches built by reading every sample straight from the source files (no caching across samples)."""
+    samples = (build_sample(FrameReader(scn, skip_bad=False, point_cache=0), ego, t, cfg)
+               for scn in scan_split(src) for ego in sorted(scn.agents) if ego_allowed(cfg.mode, ego)
+               for t in sample_times(scn, ego, cfg))
+    return prepared_batches(samples, data, grid)
 
 
 def direct_epoch(src: Path, cfg: ConvertConfig, data: DataConfig, grid: GridConfig) -> int:
@@ -84,14 +89,9 @@ def shard_epoch(data: DataConfig, grid: GridConfig) -> int:
     return sum(b.num_scenes for b in build_loader(data, grid, split="val", rank=0, world_size=1, seed=0))
 
 
-def shared_epoch(samples: list, data: DataConfig, grid: GridConfig) -> int:
+def shared_epoch(samples: list[Sample], data: DataConfig, grid: GridConfig) -> int:
     """Only the work both paths share (prepare + collate with voxelisation) on already-decoded samples."""
-    prep = SamplePreparer(grid, ClassGrouping(data.classes, data.drop_obj_types), max_agents=data.max_agents)
-    voxelizer = FrameVoxelizer(grid)
-    for i in range(0, len(samples), data.batch_size):
-        collate_prepared([prep(s) for s in samples[i:i + data.batch_size]], max_agents=data.max_agents,
-                         voxelizer=voxelizer)
-    return len(samples)
+    return sum(b.num_scenes for b in prepared_batches(samples, data, grid))
 
 
 def write_source(source: str, density: str, args: argparse.Namespace, src: Path) -> None:
@@ -115,6 +115,9 @@ def measure(source: str, density: str, args: argparse.Namespace, root: Path) -> 
     src = root / "src"
     write_source(source, density, args, src)
     summary = convert(src, str(root / "shards" / "bench-%06d.tar"), cfg, maxcount=16, progress=False)
+    if summary.samples == 0:
+        raise SystemExit(f"no samples: --frames {args.frames} is too short for {cfg.history} history and "
+                         f"{cfg.future} future steps")
     data = DataConfig(val_shards=",".join(summary.shards), batch_size=2, num_workers=0)
     decoded = [decode_sample(r) for r in tarfile_samples([{"url": u} for u in summary.shards])]
     times: dict[str, list[float]] = {"direct": [], "shards": [], "shared": []}

@@ -67,7 +67,6 @@ def bev_frames(sample: Sample, max_agents: int) -> tuple[list[int], np.ndarray, 
     history_to_now = np.tile(np.identity(3), (len(kept), t_n, 1, 1))
     agent_to_ego = np.zeros((len(kept), 3, 3))
     counts = np.where(sample.frame_valid[kept], sample.point_counts[kept], 0).astype(np.int64)
-    starts = np.concatenate([[0], np.cumsum(sample.point_counts.reshape(-1))])
     points = np.empty((int(counts.sum()), 4), dtype=np.float32)
     out = 0
     for i, a in enumerate(kept):
@@ -79,8 +78,8 @@ def bev_frames(sample: Sample, max_agents: int) -> tuple[list[int], np.ndarray, 
             history_to_now[i, k] = relative_se2(sample.poses[a, k], now_pose)
             n = int(counts[i, k])
             if n:
-                src = sample.points[starts[a * t_n + k]: starts[a * t_n + k] + n]
-                sensor_to_bev(src, sample.poses[a, k], z_ref, dtype=np.float32, out=points[out:out + n])
+                sensor_to_bev(sample.agent_points(a, k), sample.poses[a, k], z_ref, dtype=np.float32,
+                              out=points[out:out + n])
                 out += n
     return kept, points, counts, history_to_now, agent_to_ego
 
