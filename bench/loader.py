@@ -31,8 +31,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from webdataset.tariterators import tarfile_samples  # noqa: E402
-
 from bench.common import machine_info, markdown_table  # noqa: E402
 from models.batch import Batch  # noqa: E402
 from models.grid import GridConfig  # noqa: E402
@@ -48,6 +46,7 @@ from trainer.data.prepare import SamplePreparer  # noqa: E402
 from trainer.data.sample import Sample, decode_sample  # noqa: E402
 from trainer.data.synth.config import SynthConfig  # noqa: E402
 from trainer.data.synth.generate import generate_dataset  # noqa: E402
+from trainer.data.tar_read import shard_records  # noqa: E402
 from trainer.data.voxelize import FrameVoxelizer  # noqa: E402
 
 
@@ -119,7 +118,7 @@ def measure(source: str, density: str, args: argparse.Namespace, root: Path) -> 
         raise SystemExit(f"no samples: --frames {args.frames} is too short for {cfg.history} history and "
                          f"{cfg.future} future steps")
     data = DataConfig(val_shards=",".join(summary.shards), batch_size=2, num_workers=0)
-    decoded = [decode_sample(r) for r in tarfile_samples([{"url": u} for u in summary.shards])]
+    decoded = [decode_sample(r) for r in shard_records([{"url": u} for u in summary.shards], handler=_reraise)]
     times: dict[str, list[float]] = {"direct": [], "shards": [], "shared": []}
     for _ in range(args.repeats):  # interleaved so that machine noise hits all alike
         for name, epoch in (("direct", lambda: direct_epoch(src, cfg, data, grid)),
@@ -139,6 +138,10 @@ def measure(source: str, density: str, args: argparse.Namespace, root: Path) -> 
         "paired_ratio": statistics.median(d / s for d, s in zip(times["direct"], times["shards"])),
         "ceiling": ms["direct"] / ms["shared"],
     }
+
+
+def _reraise(exn: Exception) -> bool:
+    raise exn
 
 
 def main() -> None:

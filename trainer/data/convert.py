@@ -22,6 +22,9 @@ from trainer.data.config import ConvertConfig
 from trainer.data.opencood import scan_split
 from trainer.data.sample import MODES, encode_sample
 
+SHARD_MTIME = 0
+"""Modification time (Unix seconds) written for every tar member."""
+
 
 @dataclass
 class ConvertSummary:
@@ -58,7 +61,10 @@ def convert(
     Path(out_pattern).parent.mkdir(parents=True, exist_ok=True)
     summary = ConvertSummary()
     reader: FrameReader | None = None
-    with wds.ShardWriter(out_pattern, maxcount=maxcount, verbose=0) as sink:
+    # an integer mtime: tarfile writes a PAX header before every member whose mtime is a float (the
+    # default, time.time()), which costs the reader a header parse per member; fixed, it also makes
+    # the shards byte-reproducible
+    with wds.ShardWriter(out_pattern, maxcount=maxcount, verbose=0, mtime=SHARD_MTIME) as sink:
         for scn, ego, t in tqdm(jobs, desc=f"convert {cfg.mode}", unit="sample", disable=not progress):
             if reader is None or reader.scenario is not scn:
                 if reader is not None:

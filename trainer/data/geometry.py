@@ -12,46 +12,56 @@ import numpy as np
 
 
 def x_to_world(pose: np.ndarray) -> np.ndarray:
-    """[4, 4] sensor -> world matrix of an OpenCOOD pose ``[x, y, z, roll, yaw, pitch]`` (deg)."""
-    x, y, z, roll, yaw, pitch = (float(v) for v in pose)
-    c_y, s_y = np.cos(np.radians(yaw)), np.sin(np.radians(yaw))
-    c_r, s_r = np.cos(np.radians(roll)), np.sin(np.radians(roll))
-    c_p, s_p = np.cos(np.radians(pitch)), np.sin(np.radians(pitch))
-    m = np.identity(4)
-    m[0, 3], m[1, 3], m[2, 3] = x, y, z
-    m[0, 0] = c_p * c_y
-    m[0, 1] = c_y * s_p * s_r - s_y * c_r
-    m[0, 2] = -c_y * s_p * c_r - s_y * s_r
-    m[1, 0] = s_y * c_p
-    m[1, 1] = s_y * s_p * s_r + c_y * c_r
-    m[1, 2] = -s_y * s_p * c_r + c_y * s_r
-    m[2, 0] = s_p
-    m[2, 1] = -c_p * s_r
-    m[2, 2] = c_p * c_r
+    """[..., 4, 4] sensor -> world matrices of OpenCOOD poses ``[..., 6]`` = ``[x, y, z, roll, yaw, pitch]`` (deg)."""
+    pose = np.asarray(pose, dtype=np.float64)
+    roll, yaw, pitch = np.radians(pose[..., 3]), np.radians(pose[..., 4]), np.radians(pose[..., 5])
+    c_y, s_y = np.cos(yaw), np.sin(yaw)
+    c_r, s_r = np.cos(roll), np.sin(roll)
+    c_p, s_p = np.cos(pitch), np.sin(pitch)
+    m = np.zeros(pose.shape[:-1] + (4, 4))
+    m[..., :3, 3] = pose[..., :3]
+    m[..., 3, 3] = 1.0
+    m[..., 0, 0] = c_p * c_y
+    m[..., 0, 1] = c_y * s_p * s_r - s_y * c_r
+    m[..., 0, 2] = -c_y * s_p * c_r - s_y * s_r
+    m[..., 1, 0] = s_y * c_p
+    m[..., 1, 1] = s_y * s_p * s_r + c_y * c_r
+    m[..., 1, 2] = -s_y * s_p * c_r + c_y * s_r
+    m[..., 2, 0] = s_p
+    m[..., 2, 1] = -c_p * s_r
+    m[..., 2, 2] = c_p * c_r
     return m
 
 
-def se2(x: float, y: float, yaw_rad: float) -> np.ndarray:
-    """[3, 3] homogeneous 2-D rigid transform (rotate by ``yaw_rad``, then translate)."""
+def se2(x, y, yaw_rad) -> np.ndarray:
+    """[..., 3, 3] homogeneous 2-D rigid transforms (rotate by ``yaw_rad``, then translate); arguments broadcast."""
+    x, y, yaw_rad = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (x, y, yaw_rad)))
     c, s = np.cos(yaw_rad), np.sin(yaw_rad)
-    return np.array([[c, -s, x], [s, c, y], [0.0, 0.0, 1.0]])
+    m = np.zeros(x.shape + (3, 3))
+    m[..., 0, 0], m[..., 0, 1], m[..., 0, 2] = c, -s, x
+    m[..., 1, 0], m[..., 1, 1], m[..., 1, 2] = s, c, y
+    m[..., 2, 2] = 1.0
+    return m
 
 
 def bev_to_world(pose: np.ndarray) -> np.ndarray:
-    """[3, 3] SE(2) map from the BEV frame of an agent with OpenCOOD ``pose`` to world (x, y)."""
-    return se2(float(pose[0]), float(pose[1]), np.radians(float(pose[4])))
+    """[..., 3, 3] SE(2) maps from the BEV frames of agents with OpenCOOD poses ``[..., 6]`` to world (x, y)."""
+    pose = np.asarray(pose, dtype=np.float64)
+    return se2(pose[..., 0], pose[..., 1], np.radians(pose[..., 4]))
 
 
 def se2_inverse(m: np.ndarray) -> np.ndarray:
-    """[3, 3] inverse of a homogeneous 2-D rigid transform ``[[R, t], [0, 1]]``: ``[[R^T, -R^T t], [0, 1]]``."""
-    out = np.identity(3)
-    out[:2, :2] = m[:2, :2].T
-    out[:2, 2] = -m[:2, :2].T @ m[:2, 2]
+    """[..., 3, 3] inverses of 2-D rigid transforms ``[[R, t], [0, 1]]``: ``[[R^T, -R^T t], [0, 1]]``."""
+    rot_t = np.swapaxes(m[..., :2, :2], -1, -2)
+    out = np.zeros(m.shape)
+    out[..., :2, :2] = rot_t
+    out[..., :2, 2] = -(rot_t @ m[..., :2, 2:])[..., 0]
+    out[..., 2, 2] = 1.0
     return out
 
 
 def relative_se2(src_pose: np.ndarray, dst_pose: np.ndarray) -> np.ndarray:
-    """[3, 3] map from the BEV frame of ``src_pose`` to the BEV frame of ``dst_pose``."""
+    """[..., 3, 3] maps from the BEV frames of ``src_pose`` to those of ``dst_pose`` (``[..., 6]``, broadcast)."""
     return se2_inverse(bev_to_world(dst_pose)) @ bev_to_world(src_pose)
 
 
@@ -61,18 +71,35 @@ def world_xy_to_bev(xy: np.ndarray, pose: np.ndarray) -> np.ndarray:
     return xy @ m[:2, :2].T + m[:2, 2]
 
 
-def sensor_to_bev_affine(pose: np.ndarray, z_ref: float) -> np.ndarray:
-    """[3, 4] affine ``[R | t]`` taking sensor-frame xyz of ``pose`` to that agent's BEV frame.
+def sensor_to_bev_affine(pose: np.ndarray, z_ref) -> np.ndarray:
+    """[..., 3, 4] affines ``[R | t]`` taking sensor-frame xyz of ``pose`` (``[..., 6]``) to that agent's BEV frame.
 
     The full 3-D pose (roll, pitch included) takes a point to the world; the BEV frame then keeps
-    only yaw, with height measured from ``z_ref``.
+    only yaw, with height measured from ``z_ref`` (a scalar or broadcast against ``pose[..., 0]``).
     """
     to_world = x_to_world(pose)
-    c, s = np.cos(np.radians(float(pose[4]))), np.sin(np.radians(float(pose[4])))
-    out = np.zeros((3, 4))
-    out[:2, :3] = np.array([[c, s], [-s, c]]) @ to_world[:2, :3]  # undo the yaw; the xy origins coincide
-    out[2, :3] = to_world[2, :3]
-    out[2, 3] = to_world[2, 3] - z_ref
+    yaw = np.radians(np.asarray(pose, dtype=np.float64)[..., 4])
+    c, s = np.cos(yaw), np.sin(yaw)
+    undo_yaw = np.zeros(yaw.shape + (2, 2))
+    undo_yaw[..., 0, 0], undo_yaw[..., 0, 1], undo_yaw[..., 1, 0], undo_yaw[..., 1, 1] = c, s, -s, c
+    out = np.zeros(yaw.shape + (3, 4))
+    out[..., :2, :3] = undo_yaw @ to_world[..., :2, :3]  # the xy origins coincide: no xy shift
+    out[..., 2, :3] = to_world[..., 2, :3]
+    out[..., 2, 3] = to_world[..., 2, 3] - z_ref
+    return out
+
+
+def apply_affine(points: np.ndarray, affine: np.ndarray, *, dtype=np.float64, out: np.ndarray | None = None) -> np.ndarray:
+    """``affine`` ([3, 4]) applied to the xyz of ``points`` ``[N, C >= 3]`` -> ``[N, C]``, extra columns copied.
+
+    ``dtype`` is the output (and arithmetic) type; ``out`` (``[N, C]`` of ``dtype``), when given,
+    receives the result.
+    """
+    rotate_t = np.identity(points.shape[1], dtype=dtype)  # [C, C], identity on the extra columns
+    rotate_t[:3, :3] = affine[:, :3].T
+    out = np.matmul(np.asarray(points, dtype=dtype), rotate_t, out=out)  # one GEMM
+    for axis in np.flatnonzero(affine[:, 3]):  # a column add each, not an [N, C] broadcast (~7x slower)
+        out[:, axis] += float(affine[axis, 3])  # a Python float computes in ``dtype``
     return out
 
 
@@ -80,16 +107,10 @@ def sensor_to_bev(points: np.ndarray, pose: np.ndarray, z_ref: float, *, dtype=n
                   out: np.ndarray | None = None) -> np.ndarray:
     """LiDAR points ``[N, C >= 3]`` in the sensor frame of ``pose`` -> that agent's BEV frame ``[N, C]``.
 
-    See :func:`sensor_to_bev_affine`. Extra columns (intensity) are copied. ``dtype`` is the output
-    (and arithmetic) type; float32 is exact enough because the BEV frame shares the sensor's origin.
-    ``out`` (``[N, C]`` of ``dtype``), when given, receives the result.
+    See :func:`sensor_to_bev_affine` and :func:`apply_affine`; float32 is exact enough because the
+    BEV frame shares the sensor's origin.
     """
-    affine = sensor_to_bev_affine(pose, z_ref)
-    rotate, shift = np.identity(points.shape[1], dtype=dtype), np.zeros(points.shape[1], dtype=dtype)
-    rotate[:3, :3], shift[:3] = affine[:, :3], affine[:, 3]
-    out = np.matmul(np.asarray(points, dtype=dtype), rotate.T, out=out)  # one GEMM, identity on extra columns
-    out += shift
-    return out
+    return apply_affine(points, sensor_to_bev_affine(pose, z_ref), dtype=dtype, out=out)
 
 
 def wrap_angle(angle: np.ndarray | float) -> np.ndarray | float:

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.filters import _shuffle
-from webdataset.tariterators import tarfile_samples
 
 from models.batch import Batch
 from models.grid import GridConfig
@@ -25,6 +24,7 @@ from trainer.data.collate import collate_prepared
 from trainer.data.config import DataConfig
 from trainer.data.prepare import SamplePreparer
 from trainer.data.sample import SchemaVersionError, decode_sample
+from trainer.data.tar_read import shard_records
 from trainer.data.voxelize import FrameVoxelizer
 
 _FATAL = (SchemaVersionError, UnmappedObjectTypeError)
@@ -80,7 +80,7 @@ class ShardBatchStream(IterableDataset):
             yield {"url": url}
 
     def _raw_samples(self, worker: int, num_workers: int, counter: SkipCounter) -> Iterator[dict]:
-        for record in tarfile_samples(self._shard_urls(worker, num_workers, counter), handler=counter):
+        for record in shard_records(self._shard_urls(worker, num_workers, counter), handler=counter):
             counter.raw_samples += 1
             yield record
 

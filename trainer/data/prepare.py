@@ -13,7 +13,7 @@ import torch
 from models.grid import GridConfig
 from trainer.data import augment
 from trainer.data.classes import DROPPED, ClassGrouping
-from trainer.data.geometry import relative_se2, sensor_to_bev
+from trainer.data.geometry import apply_affine, relative_se2, sensor_to_bev_affine
 from trainer.data.sample import Sample
 
 
@@ -62,25 +62,18 @@ def bev_frames(sample: Sample, max_agents: int) -> tuple[list[int], np.ndarray, 
     t_n = sample.frame_valid.shape[1]
     t_now = t_n - 1
     kept = [a for a in range(sample.frame_valid.shape[0]) if sample.frame_valid[a, t_now]][:max_agents]
+    poses, valid = sample.poses[kept], sample.frame_valid[kept]  # [A', T, 6], [A', T]
     ego_pose = sample.poses[0, t_now]
-    z_ref = float(ego_pose[2])
-    history_to_now = np.tile(np.identity(3), (len(kept), t_n, 1, 1))
-    agent_to_ego = np.zeros((len(kept), 3, 3))
-    counts = np.where(sample.frame_valid[kept], sample.point_counts[kept], 0).astype(np.int64)
+    agent_to_ego = relative_se2(poses[:, t_now], ego_pose)  # [A', 3, 3]
+    history_to_now = np.where(valid[..., None, None], relative_se2(poses, poses[:, t_now:]), np.identity(3))
+    affines = sensor_to_bev_affine(poses, float(ego_pose[2]))  # [A', T, 3, 4]
+    counts = np.where(valid, sample.point_counts[kept], 0).astype(np.int64)
     points = np.empty((int(counts.sum()), 4), dtype=np.float32)
     out = 0
-    for i, a in enumerate(kept):
-        now_pose = sample.poses[a, t_now]
-        agent_to_ego[i] = relative_se2(now_pose, ego_pose)
-        for k in range(t_n):
-            if not sample.frame_valid[a, k]:
-                continue
-            history_to_now[i, k] = relative_se2(sample.poses[a, k], now_pose)
-            n = int(counts[i, k])
-            if n:
-                sensor_to_bev(sample.agent_points(a, k), sample.poses[a, k], z_ref, dtype=np.float32,
-                              out=points[out:out + n])
-                out += n
+    for (i, k), n in np.ndenumerate(counts):
+        if n:
+            apply_affine(sample.agent_points(kept[i], k), affines[i, k], dtype=np.float32, out=points[out:out + n])
+            out += n
     return kept, points, counts, history_to_now, agent_to_ego
 
 

@@ -57,7 +57,7 @@ class FrameVoxelizer:
         # tensorview wraps raw pointers: the tensors above and ``clouds`` stay referenced until the end
         outputs = [torch_tensor_to_tv(t) for t in (voxels, zyx, num)]
         point_voxel_view, hash_view = torch_tensor_to_tv(point_voxel), self.hash_view()
-        counts, offset = [], 0
+        spans, offset = [], 0
         for cloud, cap in zip(clouds, caps):
             used = 0
             if cap:
@@ -66,7 +66,10 @@ class FrameVoxelizer:
                     point_voxel_view.slice_first_axis(0, len(cloud)), self.vsize, self.grid_size, self.grid_stride,
                     self.coors_range, False, True,
                 )[0].shape[0]
-            counts.append(used)
+            spans.append((offset, offset + used))
             offset += used
-        frame = torch.repeat_interleave(torch.tensor(frame_ids, dtype=torch.int32), torch.tensor(counts, dtype=torch.int64))
-        return voxels[:offset], torch.cat([frame[:, None], zyx[:offset]], dim=1), num[:offset]
+        coords = torch.empty((offset, 4), dtype=torch.int32)
+        coords[:, 1:] = zyx[:offset]
+        for frame, (start, stop) in zip(frame_ids, spans):
+            coords[start:stop, 0] = frame
+        return voxels[:offset], coords, num[:offset]
