@@ -51,14 +51,17 @@ class FrameVoxelizer:
         caps = [min(len(c), self.max_voxels) for c in clouds]  # a voxel holds >= 1 point
         total = sum(caps)
         voxels = torch.empty((total, self.max_points, 4), dtype=torch.float32)
-        zyx = torch.empty((total, 3), dtype=torch.int32)
+        # (frame, z, y, x); the kernel writes z, y, x through a strided view. tensorview bounds-checks a
+        # slice of that view as if the view were contiguous (3 ints a row), so a third more rows keep
+        # every slice of the first ``total`` rows in bounds; the extra rows are never touched
+        coords = torch.empty((total + (total + 2) // 3 + 1, 4), dtype=torch.int32)
         num = torch.empty((total,), dtype=torch.int32)
         point_voxel = torch.empty((max([len(c) for c in clouds], default=0),), dtype=torch.int64)  # unused output
         # tensorview wraps raw pointers: the tensors above and ``clouds`` stay referenced until the end
-        outputs = [torch_tensor_to_tv(t) for t in (voxels, zyx, num)]
+        outputs = [torch_tensor_to_tv(t) for t in (voxels, coords[:, 1:], num)]
         point_voxel_view, hash_view = torch_tensor_to_tv(point_voxel), self.hash_view()
-        spans, offset = [], 0
-        for cloud, cap in zip(clouds, caps):
+        offset = 0
+        for cloud, cap, frame in zip(clouds, caps, frame_ids):
             used = 0
             if cap:
                 used = SpconvOps.point2voxel_cpu(  # clears its output slices, then fills them
@@ -66,10 +69,6 @@ class FrameVoxelizer:
                     point_voxel_view.slice_first_axis(0, len(cloud)), self.vsize, self.grid_size, self.grid_stride,
                     self.coors_range, False, True,
                 )[0].shape[0]
-            spans.append((offset, offset + used))
+            coords[offset:offset + used, 0] = frame
             offset += used
-        coords = torch.empty((offset, 4), dtype=torch.int32)
-        coords[:, 1:] = zyx[:offset]
-        for frame, (start, stop) in zip(frame_ids, spans):
-            coords[start:stop, 0] = frame
-        return voxels[:offset], coords, num[:offset]
+        return voxels[:offset], coords[:offset], num[:offset]
