@@ -154,3 +154,15 @@ def test_empty_point_cloud_and_meta_json(tmp_path):
     assert meta["schema_version"] == 1 and meta["history_stride"] == 1 and meta["ego_id"] == 7
     s = read_shard(summary.shards[0])["scene_a__7__000001"]
     assert s.frame_valid[0, 1] and s.point_counts[0, 1] == 0
+
+
+def test_shards_are_byte_reproducible_without_pax_headers(tmp_path):
+    write_tree(tmp_path / "src")
+    first = convert(tmp_path / "src", str(tmp_path / "a-%06d.tar"), ConvertConfig(mode="v2v", **CFG), progress=False)
+    second = convert(tmp_path / "src", str(tmp_path / "b-%06d.tar"), ConvertConfig(mode="v2v", **CFG), progress=False)
+    assert first.samples > 0 and len(first.shards) == len(second.shards)
+    for a, b in zip(first.shards, second.shards):
+        assert open(a, "rb").read() == open(b, "rb").read()
+    with tarfile.open(first.shards[0]) as tar:
+        members = tar.getmembers()
+        assert members and all(m.pax_headers == {} and m.mtime == 0 for m in members)

@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 from tests.test_data_prepare import two_agent_sample
-from trainer.data.sample import ARRAY_MEMBERS, SampleFormatError, SchemaVersionError, decode_sample, encode_sample
+from trainer.data.sample import (
+    _NPY_HEADER,
+    ARRAY_MEMBERS,
+    SampleFormatError,
+    SchemaVersionError,
+    _npy_view,
+    decode_sample,
+    encode_sample,
+)
 
 
 def test_round_trip_gives_equal_read_only_arrays():
@@ -60,3 +68,32 @@ def test_other_schema_version_is_an_error_not_a_skip():
     record["meta.json"] = json.dumps({**meta, "schema_version": 99}).encode()
     with pytest.raises(SchemaVersionError, match="schema_version 99"):
         decode_sample(record)
+
+
+@pytest.mark.parametrize("array", [
+    np.arange(12, dtype=np.float32).reshape(3, 4),
+    np.zeros((0, 6, 2)),
+    np.array([True, False]),
+    np.float32(2.5).reshape(()),
+    np.arange(3, dtype=">u2"),
+    np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+])
+def test_npy_header_fast_path_agrees_with_numpy(array):
+    buf = io.BytesIO()
+    np.save(buf, array)
+    data = buf.getvalue()
+    assert _NPY_HEADER.fullmatch(data[10:10 + int.from_bytes(data[8:10], "little")])  # the fast path is taken
+    view = _npy_view(data)
+    assert view.dtype == array.dtype and view.shape == array.shape and view.flags.f_contiguous == array.flags.f_contiguous
+    np.testing.assert_array_equal(view, np.load(io.BytesIO(data)))
+
+
+def test_npy_headers_numpy_writes_otherwise_still_decode():
+    array = np.arange(10, dtype=np.int16).reshape(2, 5)
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, array, version=(2, 0))  # a 4-byte header length: numpy's parser
+    np.testing.assert_array_equal(_npy_view(buf.getvalue()), array)
+    structured = np.zeros(2, dtype=[("x", "<f4"), ("y", "<i4")])
+    buf = io.BytesIO()
+    np.save(buf, structured)
+    assert _npy_view(buf.getvalue()).dtype == structured.dtype
