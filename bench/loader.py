@@ -31,6 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from webdataset.handlers import reraise_exception  # noqa: E402
+
 from bench.common import machine_info, markdown_table  # noqa: E402
 from models.batch import Batch  # noqa: E402
 from models.grid import GridConfig  # noqa: E402
@@ -118,7 +120,7 @@ def measure(source: str, density: str, args: argparse.Namespace, root: Path) -> 
         raise SystemExit(f"no samples: --frames {args.frames} is too short for {cfg.history} history and "
                          f"{cfg.future} future steps")
     data = DataConfig(val_shards=",".join(summary.shards), batch_size=2, num_workers=0)
-    decoded = [decode_sample(r) for r in shard_records([{"url": u} for u in summary.shards], handler=_reraise)]
+    decoded = [decode_sample(r) for r in shard_records([{"url": u} for u in summary.shards], handler=reraise_exception)]
     times: dict[str, list[float]] = {"direct": [], "shards": [], "shared": []}
     for _ in range(args.repeats):  # interleaved so that machine noise hits all alike
         for name, epoch in (("direct", lambda: direct_epoch(src, cfg, data, grid)),
@@ -138,10 +140,6 @@ def measure(source: str, density: str, args: argparse.Namespace, root: Path) -> 
         "paired_ratio": statistics.median(d / s for d, s in zip(times["direct"], times["shards"])),
         "ceiling": ms["direct"] / ms["shared"],
     }
-
-
-def _reraise(exn: Exception) -> bool:
-    raise exn
 
 
 def main() -> None:

@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from trainer.data.geometry import relative_se2, sensor_to_bev, x_to_world
+from trainer.data.geometry import (
+    apply_affine,
+    relative_se2,
+    se2_inverse,
+    sensor_to_bev,
+    sensor_to_bev_affine,
+    x_to_world,
+)
 from trainer.data.pointio import SourceFormatError, read_pcd, read_points, write_bin, write_pcd
 
 POINTS = np.array([[1.5, -2.25, 0.5, 0.1], [10.0, 20.0, -1.75, 0.9], [0.0, 0.0, 0.0, 0.0]], dtype=np.float32)
@@ -76,3 +83,22 @@ def test_sensor_to_bev_removes_roll_pitch_and_uses_reference_height():
     np.testing.assert_allclose(back[:2], world[:2], atol=1e-9)
     assert bev[0, 2] == pytest.approx(world[2] - 1.5)
     assert bev[0, 3] == pytest.approx(0.7)
+
+
+def test_pose_geometry_broadcasts_over_leading_axes():
+    rng = np.random.default_rng(0)
+    poses = np.concatenate([rng.uniform(-50, 50, (3, 2, 3)), rng.uniform(-180, 180, (3, 2, 3))], axis=-1)
+    z_ref = 1.7
+    batched_world, batched_bev = x_to_world(poses), sensor_to_bev_affine(poses, z_ref)
+    batched_rel = relative_se2(poses, poses[:, -1:])  # every frame to its agent's last frame
+    assert batched_world.shape == (3, 2, 4, 4) and batched_bev.shape == (3, 2, 3, 4) and batched_rel.shape == (3, 2, 3, 3)
+    for a, t in np.ndindex(3, 2):
+        np.testing.assert_allclose(batched_world[a, t], x_to_world(poses[a, t]), atol=1e-12)
+        np.testing.assert_allclose(batched_bev[a, t], sensor_to_bev_affine(poses[a, t], z_ref), atol=1e-12)
+        np.testing.assert_allclose(batched_rel[a, t], relative_se2(poses[a, t], poses[a, -1]), atol=1e-12)
+        np.testing.assert_allclose(se2_inverse(batched_rel[a, t]) @ batched_rel[a, t], np.identity(3), atol=1e-12)
+    pts = rng.normal(size=(50, 4)).astype(np.float32)
+    out = np.empty_like(pts)
+    apply_affine(pts, batched_bev[1, 0], dtype=np.float32, out=out)
+    np.testing.assert_allclose(out, sensor_to_bev(pts, poses[1, 0], z_ref), rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(out[:, 3], pts[:, 3])

@@ -9,7 +9,7 @@ from trainer.data import augment
 from trainer.data.classes import ClassGrouping
 from trainer.data.collate import collate_prepared
 from trainer.data.config import AugmentConfig, DataConfig
-from trainer.data.prepare import SamplePreparer, bev_frames
+from trainer.data.prepare import SamplePreparer, bev_frames, map_clouds
 from trainer.data.sample import SCHEMA_VERSION, V2XPNP_OBJ_TYPES, Sample
 from trainer.data.voxelize import FrameVoxelizer
 
@@ -60,8 +60,12 @@ def voxel_centre_xy(prep, local_index):
 
 
 def test_bev_frames_map_every_agent_onto_the_same_world_point():
-    kept, points, counts, history_to_now, agent_to_ego = bev_frames(two_agent_sample(), max_agents=4)
-    assert kept == [0, 1] and counts.tolist() == [[1, 1], [0, 1]] and points.dtype == np.float32
+    sample = two_agent_sample()
+    kept, clouds, affines, counts, history_to_now, agent_to_ego = bev_frames(sample, max_agents=4)
+    assert kept == [0, 1] and counts.tolist() == [[1, 1], [0, 1]] and affines.shape == (3, 3, 4)
+    assert all(np.shares_memory(c, sample.points) for c in clouds)  # views of the sample's points, not copies
+    points = map_clouds(clouds, affines)
+    assert points.dtype == np.float32 and points.shape == (3, 4)
     ego_xy = points[1, :2]  # ego at t=1 (ego t=0 comes first)
     col_ego = agent_to_ego[1] @ [*points[2, :2], 1.0]
     np.testing.assert_allclose(ego_xy, [8.0, -5.0], atol=1e-5)
@@ -73,11 +77,11 @@ def test_bev_frames_map_every_agent_onto_the_same_world_point():
 
 def test_bev_frames_keep_max_agents_and_skip_missing_frames():
     sample = two_agent_sample()
-    kept, points, counts, _, _ = bev_frames(sample, max_agents=1)
-    assert kept == [0] and counts.tolist() == [[1, 1]] and len(points) == 2
+    kept, clouds, affines, counts, _, _ = bev_frames(sample, max_agents=1)
+    assert kept == [0] and counts.tolist() == [[1, 1]] and len(map_clouds(clouds, affines)) == 2
     sample.frame_valid[0, 0] = False  # a frame marked missing contributes no points even if listed
-    _, points, counts, history_to_now, _ = bev_frames(sample, max_agents=4)
-    assert counts.tolist() == [[0, 1], [0, 1]] and len(points) == 2
+    _, clouds, affines, counts, history_to_now, _ = bev_frames(sample, max_agents=4)
+    assert counts.tolist() == [[0, 1], [0, 1]] and len(clouds) == len(affines) == 2
     np.testing.assert_allclose(history_to_now[0, 0], np.identity(3))
 
 
@@ -99,6 +103,14 @@ def test_augmentation_keeps_points_in_boxes_and_cross_agent_geometry(flip):
     p = np.array([1.0, 2.0])
     lhs = augment.apply_to_transforms(t, g) @ [*augment.apply_to_xy(p, g), 1.0]
     np.testing.assert_allclose(lhs[:2], g @ (t @ [*p, 1.0])[:2], atol=1e-9)
+
+
+def test_augmenting_the_affine_equals_augmenting_the_mapped_points():
+    g = augment.augmentation_matrix(rotation_rad=-1.1, flip=True, scale=0.93)
+    sample = two_agent_sample()
+    _, clouds, affines, _, _, _ = bev_frames(sample, max_agents=4)
+    np.testing.assert_allclose(map_clouds(clouds, augment.apply_to_affines(affines, g)),
+                               augment.apply_to_points(map_clouds(clouds, affines), g), atol=1e-5)
 
 
 def test_prepared_augmented_sample_stays_consistent():

@@ -84,7 +84,8 @@ def test_npy_header_fast_path_agrees_with_numpy(array):
     data = buf.getvalue()
     assert _NPY_HEADER.fullmatch(data[10:10 + int.from_bytes(data[8:10], "little")])  # the fast path is taken
     view = _npy_view(data)
-    assert view.dtype == array.dtype and view.shape == array.shape and view.flags.f_contiguous == array.flags.f_contiguous
+    assert view.dtype == array.dtype and view.shape == array.shape
+    assert view.flags.f_contiguous == array.flags.f_contiguous
     np.testing.assert_array_equal(view, np.load(io.BytesIO(data)))
 
 

@@ -1,6 +1,7 @@
 """The seekable tar reader yields exactly webdataset's records, and reports what it cannot read."""
 
 import pytest
+from webdataset.handlers import reraise_exception
 from webdataset.tariterators import tarfile_samples
 
 from trainer.data.config import ConvertConfig
@@ -30,14 +31,10 @@ def shards(tmp_path_factory):
     return summary.shards
 
 
-def _reraise(exn):
-    raise exn
-
-
 def test_records_equal_webdatasets_for_local_and_piped_shards(shards):
-    expected = list(tarfile_samples([{"url": u} for u in shards], handler=_reraise))
-    local = list(shard_records([{"url": u} for u in shards], handler=_reraise))
-    piped = list(shard_records([{"url": f"pipe:cat {u}"} for u in shards], handler=_reraise))  # not seekable
+    expected = list(tarfile_samples([{"url": u} for u in shards], handler=reraise_exception))
+    local = list(shard_records([{"url": u} for u in shards], handler=reraise_exception))
+    piped = list(shard_records([{"url": f"pipe:cat {u}"} for u in shards], handler=reraise_exception))  # not seekable
     assert len(expected) > 3
     for got, prefix in ((local, ""), (piped, "pipe:cat ")):
         assert [r["__key__"] for r in got] == [r["__key__"] for r in expected]
@@ -53,8 +50,8 @@ def test_truncated_and_garbage_shards_are_reported_and_the_stream_goes_on(shards
     urls = [str(tmp_path / "trunc.tar"), str(tmp_path / "garbage.tar"), str(tmp_path / "missing.tar"), shards[1]]
     handler = Recorder()
     got = list(shard_records([{"url": u} for u in urls], handler=handler))
-    good = list(shard_records([{"url": shards[1]}], handler=_reraise))
-    whole = list(shard_records([{"url": shards[0]}], handler=_reraise))
+    good = list(shard_records([{"url": shards[1]}], handler=reraise_exception))
+    whole = list(shard_records([{"url": shards[0]}], handler=reraise_exception))
     assert [r["__key__"] for r in got[-len(good):]] == [r["__key__"] for r in good]  # the good shard, whole
     truncated = got[: len(got) - len(good)]
     assert len(truncated) < len(whole)  # the truncated shard yields a prefix, its last sample may be partial

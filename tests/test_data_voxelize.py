@@ -6,6 +6,7 @@ import torch
 from spconv.pytorch.utils import PointToVoxel
 
 from models.grid import GridConfig
+from trainer.data.prepare import map_clouds
 from trainer.data.voxelize import FrameVoxelizer
 
 GRID = GridConfig(x_range=[-8.0, 8.0], y_range=[-4.0, 4.0], z_range=[-2.0, 2.0], voxel_size=[0.5, 0.5, 1.0],
@@ -82,3 +83,23 @@ def test_bad_input_is_rejected():
         vox([cloud(3, 0)[:, :3]], [0])
     voxels, coords, num = vox([], [])
     assert voxels.shape == (0, 3, 4) and coords.shape == (0, 4)
+
+
+def test_map_and_voxelize_equals_voxelising_the_mapped_clouds():
+    rng = np.random.default_rng(5)
+    sensor = [cloud(300, 6).numpy(), np.zeros((0, 4), np.float32), cloud(40, 7).numpy(), cloud(900, 8).numpy()]
+    affines = np.zeros((4, 3, 4))
+    for a in affines:
+        yaw = rng.uniform(-np.pi, np.pi)
+        a[:2, :2] = [[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]]
+        a[2, 2], a[2, 3] = 1.0, rng.uniform(-1, 1)
+    mapped = [torch.from_numpy(map_clouds([c], a[None])) for c, a in zip(sensor, affines)]
+    voxelizer = FrameVoxelizer(GRID)
+    for order in ([0, 1, 2, 3], [3, 2, 1, 0]):  # the reused mapping buffer grows, then is reused
+        ids = [10 + i for i in order]
+        got = voxelizer.map_and_voxelize([sensor[i] for i in order], affines[order], ids)
+        want = voxelizer([mapped[i] for i in order], ids)
+        for g, w in zip(got, want):
+            assert torch.equal(g, w)
+    with pytest.raises(ValueError, match="affines"):
+        voxelizer.map_and_voxelize(sensor, affines[:2], [0, 1, 2, 3])

@@ -46,6 +46,14 @@ def apply_to_points(points: np.ndarray, g: np.ndarray) -> np.ndarray:
     return out
 
 
+def apply_to_affines(affines: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """[..., 3, 4] affines onto BEV xyz -> G3 @ affine with G3 = [[G, 0], [0, s]]: the map that
+    ``apply_to_points`` would apply after them."""
+    g3 = np.zeros((3, 3))
+    g3[:2, :2], g3[2, 2] = g, scale_of(g)
+    return g3 @ affines
+
+
 def apply_to_transforms(transforms: np.ndarray, g: np.ndarray) -> np.ndarray:
     """[..., 3, 3] homogeneous 2-D transforms T -> G3 T G3^-1 with G3 = [[G, 0], [0, 1]]."""
     g3 = np.identity(3)

@@ -5,6 +5,7 @@ flat agent-frame indices ``n = (b * A + a) * T + t``.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from models.batch import Batch
@@ -35,12 +36,10 @@ def collate_prepared(samples: list[PreparedSample], *, max_agents: int, voxelize
             raise ValueError(f"sample {s.key} has {s.frame_mask.shape[0]} agents > max_agents={max_agents}")
     m = max(s.boxes.shape[0] for s in samples)
     eye = torch.eye(3)
-    clouds, frame_ids = [], []
-    for b, s in enumerate(samples):
-        counts = s.point_counts.reshape(-1)
-        frame_ids += [b * max_agents * t_n + i for i in counts.nonzero().flatten().tolist()]  # a * T + t -> n
-        clouds += [c for c in torch.split(s.points, counts.tolist()) if len(c)]
-    voxels, voxel_coords, voxel_num_points = voxelizer(clouds, frame_ids)
+    frame_ids = [b * max_agents * t_n + i  # a * T + t -> n
+                 for b, s in enumerate(samples) for i in s.point_counts.reshape(-1).nonzero().flatten().tolist()]
+    voxels, voxel_coords, voxel_num_points = voxelizer.map_and_voxelize(
+        [c for s in samples for c in s.clouds], np.concatenate([s.cloud_affines for s in samples]), frame_ids)
     n_agents = [s.frame_mask.shape[0] for s in samples]
     return Batch(
         voxels=voxels,

@@ -61,9 +61,8 @@ def convert(
     Path(out_pattern).parent.mkdir(parents=True, exist_ok=True)
     summary = ConvertSummary()
     reader: FrameReader | None = None
-    # an integer mtime: tarfile writes a PAX header before every member whose mtime is a float (the
-    # default, time.time()), which costs the reader a header parse per member; fixed, it also makes
-    # the shards byte-reproducible
+    # a fixed integer mtime: plain ustar members (tarfile adds a PAX header to every member whose
+    # mtime is a float, webdataset's default time.time()) and byte-reproducible shards
     with wds.ShardWriter(out_pattern, maxcount=maxcount, verbose=0, mtime=SHARD_MTIME) as sink:
         for scn, ego, t in tqdm(jobs, desc=f"convert {cfg.mode}", unit="sample", disable=not progress):
             if reader is None or reader.scenario is not scn:

@@ -89,7 +89,8 @@ def sensor_to_bev_affine(pose: np.ndarray, z_ref) -> np.ndarray:
     return out
 
 
-def apply_affine(points: np.ndarray, affine: np.ndarray, *, dtype=np.float64, out: np.ndarray | None = None) -> np.ndarray:
+def apply_affine(points: np.ndarray, affine: np.ndarray, *, dtype=np.float64,
+                 out: np.ndarray | None = None) -> np.ndarray:
     """``affine`` ([3, 4]) applied to the xyz of ``points`` ``[N, C >= 3]`` -> ``[N, C]``, extra columns copied.
 
     ``dtype`` is the output (and arithmetic) type; ``out`` (``[N, C]`` of ``dtype``), when given,

@@ -1,6 +1,7 @@
-"""Worker-side preparation of one decoded sample: points into each agent's BEV frame, SE(2)
-transforms, optional augmentation and target filtering / class grouping. The output is what
-``collate.collate_prepared`` stacks and voxelises (``voxelize.FrameVoxelizer``, once per batch).
+"""Worker-side preparation of one decoded sample: the SE(2) transforms, each agent-frame's map from
+its LiDAR sensor frame into the agent's BEV frame (augmentation composed in), and target filtering /
+class grouping. Points are not copied here: ``collate.collate_prepared`` maps each frame with its
+affine and voxelises it straight away (``voxelize.FrameVoxelizer.map_and_voxelize``).
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ class PreparedSample:
     """One sample ready to collate. A' <= max_agents real agents, T frames, M' kept objects."""
 
     key: str
-    points: torch.Tensor
-    """[N', 4] float32 BEV x, y, z, intensity of the kept agents' frames, agent-major then time."""
+    clouds: list[np.ndarray]
+    """[n_f, 4] float32 x, y, z, intensity in the LiDAR sensor frame (read-only views of the decoded
+    sample), one per non-empty agent-frame of the kept agents, agent-major then time."""
+    cloud_affines: np.ndarray
+    """[F, 3, 4] float64 maps of ``clouds[f]``'s xyz into its agent's BEV frame (augmentation included)."""
     point_counts: torch.Tensor
     """[A', T] int64 points per agent-frame (0 where the frame is missing)."""
     agent_types: torch.Tensor
@@ -49,15 +53,29 @@ class PreparedSample:
     past_valid: torch.Tensor
     """[M', T] bool."""
 
+    def bev_points(self) -> np.ndarray:
+        """[N', 4] float32 BEV points of all ``clouds`` (what the collate voxelises), concatenated."""
+        return map_clouds(self.clouds, self.cloud_affines)
 
-def bev_frames(sample: Sample, max_agents: int) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Agents kept, their BEV points [N', 4] float32 with counts [A', T], history_to_now [A', T, 3, 3]
-    and agent_to_ego [A', 3, 3].
 
-    Keeps the first ``max_agents`` agents that have a frame at t (the ego always has one). Points
-    go from each frame's LiDAR sensor frame into the agent's BEV frame at that time, with height
-    measured from the ego LiDAR at t (float32 arithmetic: the BEV frame shares the sensor's
-    origin). Missing frames get no points and an identity transform.
+def map_clouds(clouds: list[np.ndarray], affines: np.ndarray) -> np.ndarray:
+    """``clouds[f]`` ([n_f, C] sensor frame) mapped by ``affines[f]`` ([3, 4]), concatenated: [sum n_f, C] float32."""
+    out = np.empty((sum(len(c) for c in clouds), clouds[0].shape[1] if clouds else 4), dtype=np.float32)
+    start = 0
+    for cloud, affine in zip(clouds, affines):
+        apply_affine(cloud, affine, dtype=np.float32, out=out[start:start + len(cloud)])
+        start += len(cloud)
+    return out
+
+
+def bev_frames(sample: Sample, max_agents: int) -> tuple[list[int], list[np.ndarray], np.ndarray, np.ndarray,
+                                                        np.ndarray, np.ndarray]:
+    """Agents kept, their non-empty frames' sensor points (views) with sensor -> BEV affines [F, 3, 4],
+    point counts [A', T], history_to_now [A', T, 3, 3] and agent_to_ego [A', 3, 3].
+
+    Keeps the first ``max_agents`` agents that have a frame at t (the ego always has one). A frame's
+    affine takes its LiDAR sensor frame into the agent's BEV frame at that time, with height
+    measured from the ego LiDAR at t. Missing frames get no points and an identity transform.
     """
     t_n = sample.frame_valid.shape[1]
     t_now = t_n - 1
@@ -66,15 +84,11 @@ def bev_frames(sample: Sample, max_agents: int) -> tuple[list[int], np.ndarray, 
     ego_pose = sample.poses[0, t_now]
     agent_to_ego = relative_se2(poses[:, t_now], ego_pose)  # [A', 3, 3]
     history_to_now = np.where(valid[..., None, None], relative_se2(poses, poses[:, t_now:]), np.identity(3))
-    affines = sensor_to_bev_affine(poses, float(ego_pose[2]))  # [A', T, 3, 4]
     counts = np.where(valid, sample.point_counts[kept], 0).astype(np.int64)
-    points = np.empty((int(counts.sum()), 4), dtype=np.float32)
-    out = 0
-    for (i, k), n in np.ndenumerate(counts):
-        if n:
-            apply_affine(sample.agent_points(kept[i], k), affines[i, k], dtype=np.float32, out=points[out:out + n])
-            out += n
-    return kept, points, counts, history_to_now, agent_to_ego
+    frames = np.argwhere(counts > 0)  # [F, 2] (agent slot, time), agent-major
+    affines = sensor_to_bev_affine(poses[frames[:, 0], frames[:, 1]], float(ego_pose[2]))  # [F, 3, 4]
+    clouds = [sample.agent_points(kept[i], k) for i, k in frames]
+    return kept, clouds, affines, counts, history_to_now, agent_to_ego
 
 
 class SamplePreparer:
@@ -89,11 +103,11 @@ class SamplePreparer:
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, sample: Sample) -> PreparedSample:
-        kept, points, counts, history_to_now, agent_to_ego = bev_frames(sample, self.max_agents)
+        kept, clouds, affines, counts, history_to_now, agent_to_ego = bev_frames(sample, self.max_agents)
         boxes, future, past = sample.boxes, sample.future, sample.past
         if self.augment_cfg is not None:
             g = augment.sample_augmentation(self.augment_cfg, self.rng)
-            points = augment.apply_to_points(points, g)
+            affines = augment.apply_to_affines(affines, g)
             history_to_now = augment.apply_to_transforms(history_to_now, g)
             agent_to_ego = augment.apply_to_transforms(agent_to_ego, g)
             boxes = augment.apply_to_boxes(boxes, g)
@@ -104,7 +118,8 @@ class SamplePreparer:
         agent_types = [1 if sample.meta["agent_types"][a] == "infrastructure" else 0 for a in kept]
         return PreparedSample(
             key=sample.key,
-            points=torch.from_numpy(points),
+            clouds=clouds,
+            cloud_affines=affines,
             point_counts=torch.from_numpy(counts),
             agent_types=torch.tensor(agent_types, dtype=torch.int64),
             frame_mask=torch.from_numpy(sample.frame_valid[kept].copy()),

@@ -11,11 +11,15 @@ by frame and concatenated (``tests/test_data_voxelize.py`` checks this), includi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import torch
 from spconv.core_cc.csrc.sparse.all import SpconvOps
 from spconv.pytorch.cppcore import torch_tensor_to_tv
 
 from models.grid import GridConfig
+from trainer.data.geometry import apply_affine
 
 
 class FrameVoxelizer:
@@ -28,6 +32,8 @@ class FrameVoxelizer:
             list(grid.voxel_size), grid.coors_range_xyz)
         self._hash: torch.Tensor | None = None  # [nz, ny, nx] int32, -1 = empty; the kernel restores it
         self._hash_view = None  # tensorview of _hash (a raw pointer: _hash must outlive it)
+        self._scratch = torch.empty((0, 4), dtype=torch.float32)  # map_and_voxelize's mapped frame
+        self._scratch_view = None
 
     def hash_view(self):
         """The kernel's dense voxel table, allocated on first use (inside the worker, never pickled)."""
@@ -42,13 +48,43 @@ class FrameVoxelizer:
         Returns voxels [V, P, 4] float32 (unused point slots zero), coords [V, 4] int32
         ``(frame_id, z, y, x)`` and num_points [V] int32, frames in the given order.
         """
-        if len(clouds) != len(frame_ids):
-            raise ValueError(f"{len(clouds)} clouds but {len(frame_ids)} frame ids")
         for cloud in clouds:
             if cloud.dtype != torch.float32 or cloud.dim() != 2 or cloud.shape[1] != 4:
                 raise ValueError(f"expected [N, 4] float32 clouds, got {tuple(cloud.shape)} {cloud.dtype}")
         clouds = [c.contiguous() for c in clouds]
-        caps = [min(len(c), self.max_voxels) for c in clouds]  # a voxel holds >= 1 point
+        return self._voxelize([len(c) for c in clouds], frame_ids, lambda i: torch_tensor_to_tv(clouds[i]))
+
+    def map_and_voxelize(self, clouds: list[np.ndarray], affines: np.ndarray,
+                         frame_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Map ``clouds[i]`` ([N_i, 4] float32, any frame) by ``affines[i]`` ([3, 4], see
+        ``geometry.apply_affine``) into the BEV frame, then voxelise it as frame ``frame_ids[i]``.
+
+        Equals ``self(mapped clouds, frame_ids)``; each frame is mapped into a small reused buffer
+        right before the kernel reads it, so the mapped points never leave the cache.
+        """
+        if len(affines) != len(clouds):
+            raise ValueError(f"{len(clouds)} clouds but {len(affines)} affines")
+        for cloud in clouds:
+            if cloud.ndim != 2 or cloud.shape[1] != 4:
+                raise ValueError(f"expected [N, 4] clouds, got {cloud.shape}")
+        sizes = [len(c) for c in clouds]
+        if max(sizes, default=0) > len(self._scratch):
+            self._scratch = torch.empty((max(sizes), 4), dtype=torch.float32)
+            self._scratch_view = torch_tensor_to_tv(self._scratch)
+
+        def mapped(i: int):
+            apply_affine(clouds[i], affines[i], dtype=np.float32, out=self._scratch.numpy()[:sizes[i]])
+            return self._scratch_view.slice_first_axis(0, sizes[i])
+
+        return self._voxelize(sizes, frame_ids, mapped)
+
+    def _voxelize(self, sizes: list[int], frame_ids: list[int],
+                  cloud_view: Callable[[int], object]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The kernel over frames of ``sizes[i]`` points; ``cloud_view(i)`` gives frame i's tensorview
+        (valid until the next call)."""
+        if len(sizes) != len(frame_ids):
+            raise ValueError(f"{len(sizes)} clouds but {len(frame_ids)} frame ids")
+        caps = [min(n, self.max_voxels) for n in sizes]  # a voxel holds >= 1 point
         total = sum(caps)
         voxels = torch.empty((total, self.max_points, 4), dtype=torch.float32)
         # (frame, z, y, x); the kernel writes z, y, x through a strided view. tensorview bounds-checks a
@@ -56,17 +92,17 @@ class FrameVoxelizer:
         # every slice of the first ``total`` rows in bounds; the extra rows are never touched
         coords = torch.empty((total + (total + 2) // 3 + 1, 4), dtype=torch.int32)
         num = torch.empty((total,), dtype=torch.int32)
-        point_voxel = torch.empty((max([len(c) for c in clouds], default=0),), dtype=torch.int64)  # unused output
-        # tensorview wraps raw pointers: the tensors above and ``clouds`` stay referenced until the end
+        point_voxel = torch.empty((max(sizes, default=0),), dtype=torch.int64)  # unused output
+        # tensorview wraps raw pointers: the tensors above stay referenced until the end
         outputs = [torch_tensor_to_tv(t) for t in (voxels, coords[:, 1:], num)]
         point_voxel_view, hash_view = torch_tensor_to_tv(point_voxel), self.hash_view()
         offset = 0
-        for cloud, cap, frame in zip(clouds, caps, frame_ids):
+        for i, (size, cap, frame) in enumerate(zip(sizes, caps, frame_ids)):
             used = 0
             if cap:
                 used = SpconvOps.point2voxel_cpu(  # clears its output slices, then fills them
-                    torch_tensor_to_tv(cloud), *(t.slice_first_axis(offset, offset + cap) for t in outputs), hash_view,
-                    point_voxel_view.slice_first_axis(0, len(cloud)), self.vsize, self.grid_size, self.grid_stride,
+                    cloud_view(i), *(t.slice_first_axis(offset, offset + cap) for t in outputs), hash_view,
+                    point_voxel_view.slice_first_axis(0, size), self.vsize, self.grid_size, self.grid_stride,
                     self.coors_range, False, True,
                 )[0].shape[0]
             coords[offset:offset + used, 0] = frame
