@@ -132,12 +132,14 @@ def measure(source: str, density: str, args: argparse.Namespace, root: Path) -> 
             if n != summary.samples:
                 raise RuntimeError(f"{name} read {n} samples, the shards hold {summary.samples}")
     ms = {k: 1e3 * statistics.median(v) / summary.samples for k, v in times.items()}
+    paired = [d / s for d, s in zip(times["direct"], times["shards"])]  # per repeat
     return {
         "source": source, "density": density, "samples": summary.samples, "points_per_frame": points_per_frame(src),
         "frames_per_sample": float(statistics.mean(int(s.frame_valid.sum()) for s in decoded)),
         "ms_per_sample": ms, "times_s": times,
         "ratio": ms["direct"] / ms["shards"],
-        "paired_ratio": statistics.median(d / s for d, s in zip(times["direct"], times["shards"])),
+        "paired_ratio": statistics.median(paired),
+        "paired_range": [min(paired), max(paired)],
         "ceiling": ms["direct"] / ms["shared"],
     }
 
@@ -164,7 +166,8 @@ def main() -> None:
         print(f"{r['source']} {r['density']}: {r['samples']} samples, {r['points_per_frame']:.0f} points/frame, "
               f"{r['frames_per_sample']:.1f} agent-frames/sample; median ms/sample: direct {ms['direct']:.1f}, "
               f"shards {ms['shards']:.1f}, shared prepare+collate {ms['shared']:.1f}; ratio {r['ratio']:.2f}x "
-              f"(median paired {r['paired_ratio']:.2f}x, ceiling direct/shared {r['ceiling']:.2f}x)")
+              f"(paired: median {r['paired_ratio']:.2f}x, range {r['paired_range'][0]:.2f}-{r['paired_range'][1]:.2f}x; "
+              f"ceiling direct/shared {r['ceiling']:.2f}x)")
     if args.out is not None:
         write_results(results, args)
     print(f"ratio shards/direct: {results[0]['ratio']:.2f}x")
@@ -175,9 +178,10 @@ def write_results(results: list[dict], args: argparse.Namespace) -> None:
     rows = [[r["source"], r["density"], f"{r['points_per_frame']:.0f}", f"{r['frames_per_sample']:.1f}",
              f"{r['ms_per_sample']['direct']:.1f}", f"{r['ms_per_sample']['shards']:.1f}",
              f"{r['ms_per_sample']['shared']:.1f}", f"{r['ratio']:.2f}x", f"{r['paired_ratio']:.2f}x",
+             f"{r['paired_range'][0]:.2f}-{r['paired_range'][1]:.2f}x",
              f"{r['ceiling']:.2f}x"] for r in results]
     table = markdown_table(["source", "density", "points/frame", "agent-frames/sample", "direct ms/sample",
-                            "shards ms/sample", "shared ms/sample", "ratio", "paired ratio", "ceiling"], rows)
+                            "shards ms/sample", "shared ms/sample", "ratio", "paired ratio", "paired range", "ceiling"], rows)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "loader.json").write_text(json.dumps(
         {"command": command, "repeats": args.repeats, "machine": machine_info(), "results": results}, indent=1))
