@@ -23,7 +23,8 @@ from trainer.data.geometry import apply_affine
 
 
 class FrameVoxelizer:
-    """CPU voxeliser for lists of BEV point clouds (build one per worker; holds a dense hash grid)."""
+    """CPU voxeliser for lists of point clouds, given in the BEV frame (``__call__``) or mapped into it
+    frame by frame (``map_and_voxelize``). Build one per worker: it holds a dense hash grid."""
 
     def __init__(self, grid: GridConfig) -> None:
         self.max_points = grid.max_points_per_voxel
