@@ -59,11 +59,12 @@ class PreparedSample:
 
 
 def map_clouds(clouds: list[np.ndarray], affines: np.ndarray) -> np.ndarray:
-    """``clouds[f]`` ([n_f, C] sensor frame) mapped by ``affines[f]`` ([3, 4]), concatenated: [sum n_f, C] float32."""
+    """``clouds[f]`` ([n_f, C] sensor frame) mapped by ``affines[f]`` ([3, 4]), concatenated: [sum n_f, C]
+    float32, computed in float64 as the voxeliser does."""
     out = np.empty((sum(len(c) for c in clouds), clouds[0].shape[1] if clouds else 4), dtype=np.float32)
     start = 0
     for cloud, affine in zip(clouds, affines):
-        apply_affine(cloud, affine, dtype=np.float32, out=out[start:start + len(cloud)])
+        out[start:start + len(cloud)] = apply_affine(cloud, affine)
         start += len(cloud)
     return out
 
