@@ -1,4 +1,7 @@
-"""The batch voxeliser equals spconv's ``PointToVoxel`` run frame by frame and concatenated."""
+"""The batch voxeliser (the C kernel behind ``FrameVoxelizer``) equals spconv's ``PointToVoxel`` run frame by
+frame and concatenated, and rejects bad input with a clear error."""
+
+import threading
 
 import numpy as np
 import pytest
@@ -7,6 +10,7 @@ from spconv.pytorch.utils import PointToVoxel
 
 from models.grid import GridConfig
 from trainer.data.prepare import map_clouds
+from trainer.data import _voxel
 from trainer.data.voxelize import FrameVoxelizer
 
 GRID = GridConfig(x_range=[-8.0, 8.0], y_range=[-4.0, 4.0], z_range=[-2.0, 2.0], voxel_size=[0.5, 0.5, 1.0],
@@ -103,3 +107,108 @@ def test_map_and_voxelize_equals_voxelising_the_mapped_clouds():
             assert torch.equal(g, w)
     with pytest.raises(ValueError, match="affines"):
         voxelizer.map_and_voxelize(sensor, affines[:2], [0, 1, 2, 3])
+
+
+def test_large_frames_on_the_default_grid_equal_point_to_voxel():
+    """Thousands of voxels per frame (hash tables of 2^15 slots and more), frames of very different sizes,
+    and a cap below the number of occupied cells."""
+    grid = GridConfig()
+    capped = GridConfig(max_voxels=3000, max_points_per_voxel=2)
+    clouds = [cloud(20000, 10, spread=60.0), cloud(300, 11, spread=60.0), cloud(45000, 12, spread=30.0)]
+    for g in (grid, capped):
+        got = FrameVoxelizer(g)(clouds, [5, 1, 2])
+        for x, y in zip(got, reference(clouds, [5, 1, 2], grid=g)):
+            assert torch.equal(x, y)
+    assert (got[1][:, 0] == 5).sum() == 3000 and len(got[0]) > 6000  # capped frames, many voxels in all
+
+
+def test_interleaved_points_of_few_voxels_keep_their_order():
+    """Runs of one cell (the kernel's shortcut for consecutive points) interleaved with other cells."""
+    a, b, c = [0.1, 0.1, 0.1], [2.1, 0.1, 0.1], [0.1, 2.1, 0.1]
+    order = [a, a, b, a, b, b, c, a, a, c, b]
+    pts = torch.tensor([xyz + [float(i)] for i, xyz in enumerate(order)])
+    got = FrameVoxelizer(GRID)([pts], [0])
+    for x, y in zip(got, reference([pts], [0])):
+        assert torch.equal(x, y)
+    voxels, _, num = got
+    assert num.tolist() == [3, 3, 2] and voxels[0, :, 3].tolist() == [0.0, 1.0, 3.0]
+
+
+def test_grid_edges_and_non_finite_points():
+    """A point on a cell's lower edge is in it, the grid's upper edge is out, NaN and inf are dropped."""
+    x0, y0, z0, x1, y1, z1 = GRID.coors_range_xyz
+    nan, inf = float("nan"), float("inf")
+    edges = torch.tensor([[x0, y0, z0, 1.0], [x1, 0.0, 0.0, 2.0], [0.0, y1, 0.0, 3.0], [0.0, 0.0, z1, 4.0],
+                          [x1 - 1e-4, y1 - 1e-4, z1 - 1e-4, 5.0], [-0.0, 0.5, -0.0, 6.0], [nan, 0.0, 0.0, 7.0],
+                          [0.0, inf, 0.0, 8.0], [0.0, 0.0, -inf, 9.0], [0.5, 0.5, 0.5, nan]])
+    voxels, coords, num = FrameVoxelizer(GRID)([edges], [0])
+    finite = edges[:9][torch.isfinite(edges[:9]).all(dim=1)]
+    want = reference([torch.cat([finite, edges[9:]])], [0])
+    assert torch.equal(coords, want[1]) and torch.equal(num, want[2])
+    assert torch.equal(voxels.nan_to_num(-1.0), want[0].nan_to_num(-1.0))  # the NaN intensity is kept
+    assert voxels[:, 0, 3].tolist()[:3] == [1.0, 5.0, 6.0]
+    assert coords[0].tolist() == [0, 0, 0, 0] and coords[1, 1:].tolist() == list(np.array(GRID.shape_zyx) - 1)
+
+
+def test_threads_share_one_voxelizer():
+    """The kernel frees the GIL and keeps no state between calls: concurrent calls equal serial ones."""
+    vox = FrameVoxelizer(GridConfig())
+    inputs = [[cloud(8000, 20 + i, spread=50.0), cloud(3000, 40 + i, spread=50.0)] for i in range(4)]
+    serial = [vox(c, [0, 1]) for c in inputs]
+    results: list = [None] * len(inputs)
+
+    def work(i: int) -> None:
+        for _ in range(5):
+            results[i] = vox(inputs[i], [0, 1])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, want in zip(results, serial):
+        for x, y in zip(got, want):
+            assert torch.equal(x, y)
+
+
+def kernel_args(**change):
+    """Arguments of a valid ``_voxel.voxelize`` call on two frames, with ``change`` applied."""
+    args = dict(clouds=[cloud(10, 0).numpy(), cloud(5, 1).numpy()], affines=np.zeros((2, 3, 4)),
+                frame_ids=np.array([0, 1]), voxels=np.empty((15, 3, 4), np.float32),
+                coords=np.empty((15, 4), np.int32), num=np.empty(15, np.int32), lo=(-8.0, -4.0, -2.0),
+                size=(0.5, 0.5, 1.0), cells=(32, 16, 4), max_voxels=50)
+    args["affines"][:, :, :3] = np.identity(3)
+    args.update(change)
+    return list(args.values())
+
+
+@pytest.mark.parametrize("change, error", [
+    (dict(clouds=(cloud(3, 0).numpy(),)), (TypeError, "list")),
+    (dict(affines=np.zeros((1, 3, 4))), (ValueError, r"2 clouds need affines \[2, 3, 4\]")),
+    (dict(affines=np.zeros((2, 3, 4), np.float32)), (ValueError, "affines: expected .* format 'd'")),
+    (dict(frame_ids=np.array([0, -1])), (ValueError, "frame id -1")),
+    (dict(frame_ids=np.array([0, 2**31])), (ValueError, "frame id 2147483648")),
+    (dict(frame_ids=np.array([0, 1], np.int32)), (ValueError, "frame_ids: expected .* format 'q'")),
+    (dict(voxels=np.empty((14, 3, 4), np.float32)), (ValueError, "outputs disagree")),
+    (dict(voxels=np.empty((10, 3, 4), np.float32), coords=np.empty((10, 4), np.int32), num=np.empty(10, np.int32)),
+     (ValueError, "outputs hold 10 voxels, the frames may need 15")),
+    (dict(coords=np.empty((15, 4), np.int64)), (ValueError, "coords: expected")),
+    (dict(voxels=np.empty((15, 3, 4), np.float32)[:, :, ::2]), (ValueError, "contiguous")),
+    (dict(clouds=[cloud(10, 0).numpy(), cloud(5, 1).numpy()[:, :3].copy()]), (ValueError, r"clouds\[1\] has 3 columns")),
+    (dict(clouds=[cloud(10, 0).numpy(), cloud(5, 1).double().numpy()]), (ValueError, r"clouds\[1\]: expected")),
+    (dict(size=(0.5, 0.0, 1.0)), (ValueError, "positive")),
+    (dict(cells=(2048, 2048, 1024)), (ValueError, "too large")),
+    (dict(max_voxels=0), (ValueError, "max_voxels >= 1")),
+])
+def test_kernel_rejects_bad_arguments(change, error):
+    with pytest.raises(error[0], match=error[1]):
+        _voxel.voxelize(*kernel_args(**change))
+
+
+def test_kernel_writes_nothing_past_the_voxels_it_reports():
+    args = kernel_args(voxels=np.full((15, 3, 4), 7.0, np.float32), coords=np.full((15, 4), 7, np.int32),
+                       num=np.full(15, 7, np.int32))
+    used = _voxel.voxelize(*args)
+    voxels, coords, num = args[3:6]
+    assert 0 < used < 15 and (voxels[used:] == 7).all() and (coords[used:] == 7).all() and (num[used:] == 7).all()
+    assert (num[:used] >= 1).all() and (voxels[:used][np.arange(3) >= num[:used, None]] == 0).all()

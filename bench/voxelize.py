@@ -1,0 +1,108 @@
+"""Voxeliser speed: the loader's C kernel (``FrameVoxelizer.map_and_voxelize``) against spconv's
+``PointToVoxel`` run frame by frame on the mapped points, then concatenated with frame ids.
+
+Both take the same prepared synthetic samples (sensor-frame points plus each frame's affine into
+the BEV frame) and must produce equal batches, which is checked before timing. Batches of
+``--batch-size`` samples, interleaved repeats, medians; the last line is the ratio spconv / kernel.
+
+    python bench/voxelize.py                       # synthetic default density (~10k points per frame)
+    python bench/voxelize.py --lidar 64x1.0        # ~21k points per frame
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from spconv.pytorch.utils import PointToVoxel  # noqa: E402
+from webdataset.handlers import reraise_exception  # noqa: E402
+
+from bench.loader import write_source  # noqa: E402
+from models.grid import GridConfig  # noqa: E402
+from trainer.data.classes import ClassGrouping  # noqa: E402
+from trainer.data.config import ConvertConfig, DataConfig  # noqa: E402
+from trainer.data.convert import convert  # noqa: E402
+from trainer.data.prepare import PreparedSample, SamplePreparer, map_clouds  # noqa: E402
+from trainer.data.sample import decode_sample  # noqa: E402
+from trainer.data.tar_read import shard_records  # noqa: E402
+from trainer.data.voxelize import FrameVoxelizer  # noqa: E402
+
+
+def frames_of(batch: list[PreparedSample]) -> tuple[list[np.ndarray], np.ndarray, list[int]]:
+    """The batch's agent-frames: sensor-frame clouds, their affines [F, 3, 4], frame ids 0..F-1."""
+    clouds = [c for s in batch for c in s.clouds]
+    return clouds, np.concatenate([s.cloud_affines for s in batch]), list(range(len(clouds)))
+
+
+def spconv_route(grid: GridConfig, batch: list[PreparedSample]) -> tuple[torch.Tensor, ...]:
+    """Map each frame (float64, rounded to float32), ``PointToVoxel`` it, concatenate with frame ids."""
+    point_to_voxel = PointToVoxel(vsize_xyz=list(grid.voxel_size), coors_range_xyz=grid.coors_range_xyz,
+                                  num_point_features=4, max_num_voxels=grid.max_voxels,
+                                  max_num_points_per_voxel=grid.max_points_per_voxel)
+    voxels, coords, nums = [], [], []
+    clouds, affines, _ = frames_of(batch)
+    for frame, (cloud, affine) in enumerate(zip(clouds, affines)):
+        v, c, n = point_to_voxel(torch.from_numpy(map_clouds([cloud], affine[None])))
+        voxels.append(v)
+        coords.append(torch.cat([torch.full((len(c), 1), frame, dtype=torch.int32), c], dim=1))
+        nums.append(n)
+    return torch.cat(voxels), torch.cat(coords), torch.cat(nums)
+
+
+def kernel_route(voxelizer: FrameVoxelizer, batch: list[PreparedSample]) -> tuple[torch.Tensor, ...]:
+    return voxelizer.map_and_voxelize(*frames_of(batch))
+
+
+def prepared_samples(density: str, args: argparse.Namespace, root: Path) -> list[PreparedSample]:
+    write_source("synth", density, args, root / "src")
+    summary = convert(root / "src", str(root / "shards" / "v-%06d.tar"), ConvertConfig(mode="vc"), progress=False)
+    data = DataConfig(val_shards="unused")
+    prep = SamplePreparer(GridConfig(), ClassGrouping(data.classes, data.drop_obj_types), max_agents=data.max_agents)
+    records = shard_records([{"url": u} for u in summary.shards], handler=reraise_exception)
+    return [prep(decode_sample(r)) for r in records]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--lidar", default="32x1.0", help="synthetic LiDAR density BEAMSxAZIMUTH_DEG")
+    p.add_argument("--scenarios", type=int, default=2)
+    p.add_argument("--frames", type=int, default=80)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=9)
+    args = p.parse_args()
+    grid = GridConfig()
+    with tempfile.TemporaryDirectory() as tmp:
+        samples = prepared_samples(args.lidar, args, Path(tmp))
+    batches = [samples[i:i + args.batch_size] for i in range(0, len(samples), args.batch_size)]
+    voxelizer = FrameVoxelizer(grid)
+    for batch in batches:
+        for a, b in zip(spconv_route(grid, batch), kernel_route(voxelizer, batch)):
+            if not torch.equal(a, b):
+                raise RuntimeError("the kernel and spconv's PointToVoxel disagree")
+    routes = {"spconv": lambda b: spconv_route(grid, b), "kernel": lambda b: kernel_route(voxelizer, b)}
+    times: dict[str, list[float]] = {name: [] for name in routes}
+    for _ in range(args.repeats):
+        for name, route in routes.items():
+            t0 = time.perf_counter()
+            for batch in batches:
+                route(batch)
+            times[name].append((time.perf_counter() - t0) * 1e3 / len(samples))
+    points = sum(len(c) for s in samples for c in s.clouds) / sum(len(s.clouds) for s in samples)
+    paired = [a / b for a, b in zip(times["spconv"], times["kernel"])]
+    ms = {name: statistics.median(t) for name, t in times.items()}
+    print(f"{len(samples)} samples, {points:.0f} points per frame; median ms per sample: spconv PointToVoxel "
+          f"{ms['spconv']:.2f}, kernel {ms['kernel']:.2f} (paired ratio median {statistics.median(paired):.2f}x, "
+          f"range {min(paired):.2f}-{max(paired):.2f}x)")
+    print(f"ratio spconv/kernel: {ms['spconv'] / ms['kernel']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
