@@ -92,7 +92,7 @@ def test_resampled_training_and_worker_process(shards):
     cfg = cfg_for(",".join(shards), samples_per_epoch=6, resampled=True, num_workers=1)
     batches = list(build_loader(cfg, GRID, split="train", rank=0, world_size=1, seed=3))
     assert len(batches) == 3 and all(b.voxels.shape[0] > 0 for b in batches)
-    for b in batches:  # trimmed before leaving the worker: no unused voxel-cap rows copied into shared memory
+    for b in batches:  # own storage of their size: a worker sends no unused voxel-cap rows through shared memory
         for t in (b.voxels, b.voxel_coords, b.voxel_num_points):
             assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
 

@@ -150,6 +150,16 @@ def test_grid_edges_and_non_finite_points():
     assert coords[0].tolist() == [0, 0, 0, 0] and coords[1, 1:].tolist() == list(np.array(GRID.shape_zyx) - 1)
 
 
+def test_results_own_their_storage():
+    """The kernel's buffers are reused across calls; what a call returns is copied out of them, exactly sized."""
+    vox = FrameVoxelizer(GRID)
+    first = vox([cloud(60, 4)], [0])
+    kept = [t.clone() for t in first]
+    vox([cloud(500, 5, spread=6.0), cloud(80, 6)], [0, 1])  # overwrites (and grows) the buffers
+    for t, k in zip(first, kept):
+        assert torch.equal(t, k) and t.untyped_storage().nbytes() == t.numel() * t.element_size()
+
+
 def test_threads_share_one_voxelizer():
     """The kernel frees the GIL and keeps no state between calls: concurrent calls equal serial ones."""
     vox = FrameVoxelizer(GridConfig())

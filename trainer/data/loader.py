@@ -10,7 +10,6 @@ cycles the data so that every rank yields exactly the same number of batches.
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Iterator
 
@@ -99,9 +98,6 @@ class ShardBatchStream(IterableDataset):
         if self.train and self.cfg.shuffle_buffer > 0:
             records = _shuffle(records, bufsize=self.cfg.shuffle_buffer, initial=self.cfg.shuffle_buffer,
                                seed=split.make_seed("shuffle", self.seed, self.epoch, self.rank, worker))
-        # a batch leaving a worker process is copied into shared memory storage-whole: trim the voxel
-        # tensors (views of buffers sized for the per-frame voxel cap, ~2x what is used) first
-        finish = _trimmed if info is not None else _passthrough
         pending = []
         for record in records:
             try:
@@ -111,18 +107,12 @@ class ShardBatchStream(IterableDataset):
                 counter(exn)
                 continue
             if len(pending) == self.cfg.batch_size:
-                yield finish(collate_prepared(pending, max_agents=self.cfg.max_agents, voxelizer=voxelizer,
-                                              num_skipped=counter.take_new()))
+                yield collate_prepared(pending, max_agents=self.cfg.max_agents, voxelizer=voxelizer,
+                                       num_skipped=counter.take_new())
                 pending = []
         if pending and not self.train:
-            yield finish(collate_prepared(pending, max_agents=self.cfg.max_agents, voxelizer=voxelizer,
-                                          num_skipped=counter.take_new()))
-
-
-def _trimmed(batch: Batch) -> Batch:
-    """``batch`` with its voxel tensors copied into storage of their own size."""
-    return dataclasses.replace(batch, voxels=batch.voxels.clone(), voxel_coords=batch.voxel_coords.clone(),
-                               voxel_num_points=batch.voxel_num_points.clone())
+            yield collate_prepared(pending, max_agents=self.cfg.max_agents, voxelizer=voxelizer,
+                                   num_skipped=counter.take_new())
 
 
 def _passthrough(batch: Batch) -> Batch:

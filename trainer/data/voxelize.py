@@ -13,6 +13,8 @@ returns, and no mapped copy of the points is made.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 
@@ -27,8 +29,8 @@ except ImportError as exc:  # a source checkout that was never installed
 
 class FrameVoxelizer:
     """CPU voxeliser for lists of point clouds, mapped into the BEV frame frame by frame
-    (``map_and_voxelize``) or already in it (``__call__``). Holds only the grid: calls are
-    independent, and the kernel frees the GIL, so threads may share one."""
+    (``map_and_voxelize``) or already in it (``__call__``). Threads may share one: each thread
+    has its own output buffers, and the kernel frees the GIL."""
 
     def __init__(self, grid: GridConfig) -> None:
         self.max_points = grid.max_points_per_voxel
@@ -36,6 +38,7 @@ class FrameVoxelizer:
         self.lo = tuple(lo for lo, _ in grid.ranges)
         self.size = tuple(grid.voxel_size)
         self.cells = tuple(reversed(grid.shape_zyx))  # x, y, z
+        self._local = threading.local()  # per thread: the kernel's output buffers (``_scratch``)
 
     def __call__(self, clouds: list[torch.Tensor], frame_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Voxelise ``clouds[i]`` ([N_i, 4] float32 BEV x, y, z, intensity) as frame ``frame_ids[i]``.
@@ -64,13 +67,26 @@ class FrameVoxelizer:
             if cloud.ndim != 2 or cloud.shape[1] != 4:
                 raise ValueError(f"expected [N, 4] clouds, got {cloud.shape}")
         clouds = [np.ascontiguousarray(c, dtype=np.float32) for c in clouds]
-        rows = sum(min(len(c), self.max_voxels) for c in clouds)  # a voxel holds >= 1 point
-        # rows past the ones used are never touched: large buffers are fresh pages that stay unmapped
-        voxels = torch.empty((rows, self.max_points, 4), dtype=torch.float32)
-        coords = torch.empty((rows, 4), dtype=torch.int32)
-        num = torch.empty((rows,), dtype=torch.int32)
+        voxels, coords, num = self._scratch(sum(min(len(c), self.max_voxels) for c in clouds))  # >= 1 point a voxel
         used = _voxel.voxelize(
             clouds, np.ascontiguousarray(affines, dtype=np.float64).reshape(-1, 3, 4),
             np.asarray(frame_ids, dtype=np.int64).reshape(-1), voxels.numpy(), coords.numpy(), num.numpy(),
             self.lo, self.size, self.cells, self.max_voxels)
-        return voxels[:used], coords[:used], num[:used]
+        return voxels[:used].clone(), coords[:used].clone(), num[:used].clone()
+
+    def _scratch(self, rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This thread's kernel outputs with room for ``rows`` voxels, kept across calls.
+
+        The kernel writes a voxel once, into rows of a buffer sized for the worst case (every point
+        its own voxel), then the rows it used are copied out. Fresh worst-case buffers per call cost
+        more: allocations that large come straight from the OS as new pages, and faulting them in
+        outweighs the copy (``bench/voxelize.py``); the copy also leaves the batch owning storage
+        of its own size, which is what a DataLoader worker sends through shared memory.
+        """
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None or len(scratch[0]) < rows:
+            rows = max(rows, 1) * 5 // 4
+            scratch = (torch.empty((rows, self.max_points, 4), dtype=torch.float32),
+                       torch.empty((rows, 4), dtype=torch.int32), torch.empty((rows,), dtype=torch.int32))
+            self._local.scratch = scratch
+        return scratch
