@@ -5,13 +5,14 @@ Both take the same prepared synthetic samples (sensor-frame points plus each fra
 the BEV frame) and must produce equal batches, which is checked before timing. Batches of
 ``--batch-size`` samples, interleaved repeats, medians; the last line is the ratio spconv / kernel.
 
-    python bench/voxelize.py                       # synthetic default density (~10k points per frame)
-    python bench/voxelize.py --lidar 64x1.0        # ~21k points per frame
+    python bench/voxelize.py                                        # synthetic default density, ~10k points/frame
+    python bench/voxelize.py --lidar 32x1.0 64x1.0 --out docs/results  # also ~21k points/frame; write the tables
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -25,6 +26,7 @@ import torch  # noqa: E402
 from spconv.pytorch.utils import PointToVoxel  # noqa: E402
 from webdataset.handlers import reraise_exception  # noqa: E402
 
+from bench.common import machine_info, markdown_table  # noqa: E402
 from bench.loader import write_source  # noqa: E402
 from models.grid import GridConfig  # noqa: E402
 from trainer.data.classes import ClassGrouping  # noqa: E402
@@ -70,17 +72,11 @@ def prepared_samples(density: str, args: argparse.Namespace, root: Path) -> list
     return [prep(decode_sample(r)) for r in records]
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--lidar", default="32x1.0", help="synthetic LiDAR density BEAMSxAZIMUTH_DEG")
-    p.add_argument("--scenarios", type=int, default=2)
-    p.add_argument("--frames", type=int, default=80)
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=9)
-    args = p.parse_args()
+def measure(density: str, args: argparse.Namespace) -> dict:
+    """Check that both routes agree on every batch, then time interleaved repeats of each."""
     grid = GridConfig()
     with tempfile.TemporaryDirectory() as tmp:
-        samples = prepared_samples(args.lidar, args, Path(tmp))
+        samples = prepared_samples(density, args, Path(tmp))
     batches = [samples[i:i + args.batch_size] for i in range(0, len(samples), args.batch_size)]
     voxelizer = FrameVoxelizer(grid)
     for batch in batches:
@@ -89,19 +85,50 @@ def main() -> None:
                 raise RuntimeError("the kernel and spconv's PointToVoxel disagree")
     routes = {"spconv": lambda b: spconv_route(grid, b), "kernel": lambda b: kernel_route(voxelizer, b)}
     times: dict[str, list[float]] = {name: [] for name in routes}
-    for _ in range(args.repeats):
+    for _ in range(args.repeats):  # interleaved so that machine noise hits both alike
         for name, route in routes.items():
             t0 = time.perf_counter()
             for batch in batches:
                 route(batch)
             times[name].append((time.perf_counter() - t0) * 1e3 / len(samples))
-    points = sum(len(c) for s in samples for c in s.clouds) / sum(len(s.clouds) for s in samples)
     paired = [a / b for a, b in zip(times["spconv"], times["kernel"])]
     ms = {name: statistics.median(t) for name, t in times.items()}
-    print(f"{len(samples)} samples, {points:.0f} points per frame; median ms per sample: spconv PointToVoxel "
-          f"{ms['spconv']:.2f}, kernel {ms['kernel']:.2f} (paired ratio median {statistics.median(paired):.2f}x, "
-          f"range {min(paired):.2f}-{max(paired):.2f}x)")
-    print(f"ratio spconv/kernel: {ms['spconv'] / ms['kernel']:.2f}x")
+    return {"density": density, "samples": len(samples),
+            "points_per_frame": sum(len(c) for s in samples for c in s.clouds) / sum(len(s.clouds) for s in samples),
+            "ms_per_sample": ms, "ms_per_sample_all": times, "ratio": ms["spconv"] / ms["kernel"],
+            "paired_ratio": statistics.median(paired), "paired_range": [min(paired), max(paired)]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--lidar", nargs="+", default=["32x1.0"], help="synthetic LiDAR densities BEAMSxAZIMUTH_DEG")
+    p.add_argument("--scenarios", type=int, default=2)
+    p.add_argument("--frames", type=int, default=80)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=9)
+    p.add_argument("--out", type=Path, default=None, help="also write voxelize.{json,md} here (e.g. docs/results)")
+    args = p.parse_args()
+    results = []
+    for density in args.lidar:
+        r = measure(density, args)
+        results.append(r)
+        ms = r["ms_per_sample"]
+        print(f"{density}: {r['samples']} samples, {r['points_per_frame']:.0f} points per frame; median ms per "
+              f"sample: spconv PointToVoxel {ms['spconv']:.2f}, kernel {ms['kernel']:.2f}; ratio {r['ratio']:.2f}x "
+              f"(paired: median {r['paired_ratio']:.2f}x, range {r['paired_range'][0]:.2f}-{r['paired_range'][1]:.2f}x)")
+    if args.out is not None:
+        command = "python bench/voxelize.py " + " ".join(sys.argv[1:])
+        rows = [[r["density"], f"{r['points_per_frame']:.0f}", r["samples"], f"{r['ms_per_sample']['spconv']:.2f}",
+                 f"{r['ms_per_sample']['kernel']:.2f}", f"{r['ratio']:.2f}x", f"{r['paired_ratio']:.2f}x",
+                 f"{r['paired_range'][0]:.2f}-{r['paired_range'][1]:.2f}x"] for r in results]
+        table = markdown_table(["density", "points/frame", "samples", "spconv ms/sample", "kernel ms/sample", "ratio",
+                                "paired ratio", "paired range"], rows)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "voxelize.json").write_text(json.dumps(
+            {"command": command, "repeats": args.repeats, "machine": machine_info(), "results": results}, indent=1))
+        (args.out / "voxelize.md").write_text(
+            f"Command: `{command}` ({args.repeats} interleaved repeats, medians)\n\n{table}\n")
+    print(f"ratio spconv/kernel: {results[0]['ratio']:.2f}x")
 
 
 if __name__ == "__main__":
