@@ -1,7 +1,10 @@
 """The batch voxeliser (the C kernel behind ``FrameVoxelizer``) equals spconv's ``PointToVoxel`` run frame by
 frame and concatenated, and rejects bad input with a clear error."""
 
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ from trainer.data.prepare import map_clouds
 from trainer.data import _voxel
 from trainer.data.voxelize import FrameVoxelizer
 
+REPO = Path(__file__).resolve().parents[1]
 GRID = GridConfig(x_range=[-8.0, 8.0], y_range=[-4.0, 4.0], z_range=[-2.0, 2.0], voxel_size=[0.5, 0.5, 1.0],
                   max_points_per_voxel=3, max_voxels=50)
 
@@ -222,3 +226,10 @@ def test_kernel_writes_nothing_past_the_voxels_it_reports():
     voxels, coords, num = args[3:6]
     assert 0 < used < 15 and (voxels[used:] == 7).all() and (coords[used:] == 7).all() and (num[used:] == 7).all()
     assert (num[:used] >= 1).all() and (voxels[:used][np.arange(3) >= num[:used, None]] == 0).all()
+
+
+def test_an_unbuilt_kernel_says_how_to_build_it():
+    """A source checkout without ``pip install -e .`` has no ``_voxel`` extension: the import error names the fix."""
+    code = "import sys; sys.modules['trainer.data._voxel'] = None; import trainer.data.voxelize"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert run.returncode == 1 and "is not built: run `pip install -e .`" in run.stderr
