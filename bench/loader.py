@@ -40,7 +40,7 @@ from trainer.data.build import FrameReader, build_sample, ego_allowed, sample_ti
 from trainer.data.classes import ClassGrouping  # noqa: E402
 from trainer.data.collate import collate_prepared  # noqa: E402
 from trainer.data.config import ConvertConfig, DataConfig  # noqa: E402
-from trainer.data.convert import convert  # noqa: E402
+from trainer.data.convert import ConvertSummary, convert  # noqa: E402
 from trainer.data.fixtures import write_toy_scenario  # noqa: E402
 from trainer.data.loader import build_loader  # noqa: E402
 from trainer.data.opencood import scan_split  # noqa: E402
@@ -110,17 +110,25 @@ def write_source(source: str, density: str, args: argparse.Namespace, src: Path)
                                  infra_lidar=dataclasses.replace(base.infra_lidar, **lidar)), src, progress=False)
 
 
-def measure(source: str, density: str, args: argparse.Namespace, root: Path) -> dict:
-    """Interleaved repeats of the direct path, the shard loader and the shared work on one input."""
-    grid, cfg = GridConfig(), ConvertConfig(mode="vc")
+def sharded_source(source: str, density: str, args: argparse.Namespace, root: Path,
+                   cfg: ConvertConfig) -> tuple[Path, ConvertSummary, list[Sample]]:
+    """Write the source tree under ``root/src``, convert it to shards under ``root/shards``; returns the
+    source root, the conversion summary and every sample decoded from the shards."""
     src = root / "src"
     write_source(source, density, args, src)
     summary = convert(src, str(root / "shards" / "bench-%06d.tar"), cfg, maxcount=16, progress=False)
     if summary.samples == 0:
         raise SystemExit(f"no samples: --frames {args.frames} is too short for {cfg.history} history and "
                          f"{cfg.future} future steps")
+    records = shard_records([{"url": u} for u in summary.shards], handler=reraise_exception)
+    return src, summary, [decode_sample(r) for r in records]
+
+
+def measure(source: str, density: str, args: argparse.Namespace, root: Path) -> dict:
+    """Interleaved repeats of the direct path, the shard loader and the shared work on one input."""
+    grid, cfg = GridConfig(), ConvertConfig(mode="vc")
+    src, summary, decoded = sharded_source(source, density, args, root, cfg)
     data = DataConfig(val_shards=",".join(summary.shards), batch_size=2, num_workers=0)
-    decoded = [decode_sample(r) for r in shard_records([{"url": u} for u in summary.shards], handler=reraise_exception)]
     times: dict[str, list[float]] = {"direct": [], "shards": [], "shared": []}
     for _ in range(args.repeats):  # interleaved so that machine noise hits all alike
         for name, epoch in (("direct", lambda: direct_epoch(src, cfg, data, grid)),

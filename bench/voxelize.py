@@ -24,17 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from spconv.pytorch.utils import PointToVoxel  # noqa: E402
-from webdataset.handlers import reraise_exception  # noqa: E402
 
 from bench.common import machine_info, markdown_table  # noqa: E402
-from bench.loader import write_source  # noqa: E402
+from bench.loader import sharded_source  # noqa: E402
 from models.grid import GridConfig  # noqa: E402
 from trainer.data.classes import ClassGrouping  # noqa: E402
 from trainer.data.config import ConvertConfig, DataConfig  # noqa: E402
-from trainer.data.convert import convert  # noqa: E402
 from trainer.data.prepare import PreparedSample, SamplePreparer, map_clouds  # noqa: E402
-from trainer.data.sample import decode_sample  # noqa: E402
-from trainer.data.tar_read import shard_records  # noqa: E402
 from trainer.data.voxelize import FrameVoxelizer  # noqa: E402
 
 
@@ -64,12 +60,11 @@ def kernel_route(voxelizer: FrameVoxelizer, batch: list[PreparedSample]) -> tupl
 
 
 def prepared_samples(density: str, args: argparse.Namespace, root: Path) -> list[PreparedSample]:
-    write_source("synth", density, args, root / "src")
-    summary = convert(root / "src", str(root / "shards" / "v-%06d.tar"), ConvertConfig(mode="vc"), progress=False)
+    """Synthetic samples at ``density``, read back from shards and prepared (no augmentation)."""
+    _, _, decoded = sharded_source("synth", density, args, root, ConvertConfig(mode="vc"))
     data = DataConfig(val_shards="unused")
     prep = SamplePreparer(GridConfig(), ClassGrouping(data.classes, data.drop_obj_types), max_agents=data.max_agents)
-    records = shard_records([{"url": u} for u in summary.shards], handler=reraise_exception)
-    return [prep(decode_sample(r)) for r in records]
+    return [prep(s) for s in decoded]
 
 
 def measure(density: str, args: argparse.Namespace) -> dict:
