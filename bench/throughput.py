@@ -7,7 +7,8 @@ pcgrad fork) on the cached synthetic dataset, with the same seed, so both engine
 same order. Runs are interleaved (repeat r: every size, plain then deepspeed) so machine load drifts hit both.
 From each run's metrics.jsonl, the logging windows after the first (warm-up) give samples/s and
 ``data_wait_frac`` (the share of window time spent in ``next(loader)``); the figures are medians over windows
-and repeats. The ratio is deepspeed / plain samples/s. The last line printed is the headline ratio.
+and repeats. The ratio is deepspeed / plain samples/s; the paired ratio divides the two engines' medians within
+each repeat (median and range over repeats). The last line printed is the headline ratio.
 """
 
 from __future__ import annotations
@@ -55,14 +56,27 @@ def run_one(size: str, engine: str, steps: int, repeat: int, args: argparse.Name
 
 
 def summarise(runs: list[dict[str, Any]], sizes: list[str]) -> list[dict[str, Any]]:
+    """Per size: median samples/s and data-wait share of each engine over all kept windows of all repeats, their
+    ratio, and the paired ratio (each repeat's deepspeed / plain median samples/s) as median, min and max over the
+    repeats that ran both engines."""
     rows = []
     for size in sizes:
         row: dict[str, Any] = {"size": size}
         for engine in ENGINES:
             mine = [r for r in runs if r["size"] == size and r["engine"] == engine]
+            if not mine:
+                raise ValueError(f"no {engine} run of {size}")
             row[f"{engine}_samples_per_s"] = statistics.median([v for r in mine for v in r["samples_per_s"]])
             row[f"{engine}_data_wait"] = statistics.median([v for r in mine for v in r["data_wait_frac"]])
         row["ratio"] = row["deepspeed_zero2_samples_per_s"] / row["plain_samples_per_s"]
+        per_repeat = {}
+        for r in runs:
+            if r["size"] == size:
+                per_repeat.setdefault(r["repeat"], {})[r["engine"]] = statistics.median(r["samples_per_s"])
+        paired = [e["deepspeed_zero2"] / e["plain"] for e in per_repeat.values() if set(e) == set(ENGINES)]
+        row["paired_ratios"] = paired
+        row["paired_median"], row["paired_min"], row["paired_max"] = (statistics.median(paired), min(paired),
+                                                                       max(paired))
         rows.append(row)
     return rows
 
@@ -100,10 +114,11 @@ def write_outputs(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
     repeats = {s: len({r["repeat"] for r in runs if r["size"] == s}) for s in sizes}
     command = "python3 bench/throughput.py " + " ".join(sys.argv[1:])
     table = markdown_table(
-        ["model", "plain samples/s", "DeepSpeed ZeRO-2 samples/s", "ratio ZeRO-2 / plain", "data wait (plain)",
-         "data wait (ZeRO-2)"],
-        [[r["size"], r["plain_samples_per_s"], r["deepspeed_zero2_samples_per_s"], r["ratio"], r["plain_data_wait"],
-          r["deepspeed_zero2_data_wait"]] for r in rows])
+        ["model", "plain samples/s", "DeepSpeed ZeRO-2 samples/s", "ratio ZeRO-2 / plain", "paired ratio median",
+         "paired ratio range", "data wait (plain)", "data wait (ZeRO-2)"],
+        [[r["size"], r["plain_samples_per_s"], r["deepspeed_zero2_samples_per_s"], r["ratio"], r["paired_median"],
+          f"{r['paired_min']:.3f}-{r['paired_max']:.3f}", r["plain_data_wait"], r["deepspeed_zero2_data_wait"]]
+         for r in rows])
     setup = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "throughput.json").write_text(json.dumps(

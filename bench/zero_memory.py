@@ -1,22 +1,26 @@
 """Per-rank bytes of parameters, gradients and optimizer state under no ZeRO and ZeRO 1, 2, 3 (2 processes).
 
-    python3 bench/zero_memory.py [--sizes tiny base] [--nprocs 2] [--out docs/results]
+    python3 bench/zero_memory.py [--sizes tiny base] [--precisions fp32 bf16] [--encoder spconv] [--nprocs 2]
+                                 [--out docs/results]
 
-For each model size, one ``torchrun`` launch of ``--nprocs`` gloo (or NCCL) processes builds the real V2X model
-(``model.encoder=pillars``, as in the published table), wraps it in a DeepSpeed engine (fp32, AdamW) per
-ZeRO stage 0..3, trains one step (so the optimizer state exists), runs the forward + backward of a second step
-and then counts the bytes of every distinct tensor storage the engine holds on that rank:
-  params          the module's parameters as stored on the rank (``param.ds_tensor`` partitions under ZeRO-3)
+For each model size, one ``torchrun`` launch of ``--nprocs`` gloo (or NCCL) processes builds the real V2X model,
+wraps it in a DeepSpeed engine (AdamW) per precision, bucket setting and ZeRO stage 0..3, trains one step (so the
+optimizer state exists), runs the forward + backward of a second step and then counts the bytes of every distinct
+tensor storage the engine holds on that rank:
+  params          the module's parameters as stored on the rank (``param.ds_tensor`` partitions under ZeRO-3;
+                  bf16 under ``bf16``)
   master_weights  fp32 parameter copies held by the optimizer (ZeRO's flat fp32 partitions)
   optimizer_state AdamW moments (``optimizer.state``)
   gradients       ``param.grad`` plus every optimizer-held tensor whose attribute path names a gradient
   other_buffers   remaining optimizer-held tensors (communication buckets such as ZeRO-3's ``ipg_buckets``)
 The count is taken after the second backward (gradients reduced, optimizer state allocated), so it shows the
 steady state, not the transient peak inside backward (where ZeRO-1 still holds full gradients and ZeRO-2 only
-its buckets). ``model`` bucket sizes isolate the effect of partitioning; ``deepspeed`` bucket sizes are the
-defaults ``trainer/runtime.py`` fills in for ``auto`` (DeepSpeed's own), whose fixed-size buffers dominate a
-small model.
-Each storage counts once (the first category to claim it, in that order). Ratios are to stage 0 (no ZeRO).
+its buckets). Bucket settings (see ``BUCKETS``): ``model`` sizes every bucket to the model and partitions every
+parameter, which isolates what partitioning saves; ``trainer`` is what ``trainer/runtime.py`` fills in for the
+``auto`` sizes of ``ds_configs/zero*.json``; ``deepspeed`` is DeepSpeed's own defaults, whose fixed-size buffers
+dominate a small model.
+Each storage counts once (the first category to claim it, in that order). Ratios are to stage 0 (no ZeRO) of the
+same precision and bucket setting.
 """
 
 from __future__ import annotations
@@ -112,33 +116,50 @@ def count_engine_bytes(engine: Any) -> tuple[dict[str, int], list[tuple[str, str
     return totals, found
 
 
-BUCKETS = ("model", "deepspeed")
+BUCKETS = ("model", "trainer", "deepspeed")
+PRECISIONS = ("fp32", "bf16")
+_BUCKET_KEYS = ("reduce_bucket_size", "allgather_bucket_size", "stage3_prefetch_bucket_size",
+                "stage3_param_persistence_threshold")
 
 
-def ds_config(stage: int, world: int, *, buckets: str, num_params: int) -> dict[str, Any]:
-    """The repo's ``ds_configs/zero<stage>.json`` ZeRO section (stage 0: none), fp32, with the ``auto`` sizes set.
+def bucket_sizes(buckets: str, num_params: int) -> dict[str, int]:
+    """The ZeRO bucket sizes of one bucket setting (see ``BUCKETS``) for a model of ``num_params`` parameters."""
+    if buckets == "model":
+        bucket = -(-num_params // 1024) * 1024  # DeepSpeed wants a multiple of its alignment factor
+        return {k: bucket for k in _BUCKET_KEYS[:3]} | {"stage3_param_persistence_threshold": 0}
+    if buckets == "trainer":
+        from trainer.runtime import zero_bucket_sizes
 
-    buckets: ``model`` sizes every communication bucket to the model's parameter count and partitions every
-    parameter (persistence threshold 0), which isolates what partitioning saves; ``deepspeed`` uses DeepSpeed's
-    defaults, which is what ``trainer/runtime.py`` fills in for ``auto`` today.
-    """
-    from trainer.runtime import _ZERO_AUTO_DEFAULTS
+        return zero_bucket_sizes(num_params)
+    if buckets == "deepspeed":
+        from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
 
+        defaults = DeepSpeedZeroConfig()
+        return {"reduce_bucket_size": int(defaults.reduce_bucket_size),
+                "allgather_bucket_size": int(defaults.allgather_bucket_size),
+                "stage3_prefetch_bucket_size": int(defaults.prefetch_bucket_size),
+                "stage3_param_persistence_threshold": int(defaults.param_persistence_threshold)}
+    raise ValueError(f"buckets must be one of {BUCKETS}, got {buckets!r}")
+
+
+def ds_config(stage: int, world: int, *, buckets: str, num_params: int, precision: str = "fp32") -> dict[str, Any]:
+    """The repo's ``ds_configs/zero<stage>.json`` ZeRO section (stage 0: none) with the bucket sizes of ``buckets``
+    (every ``auto`` size, and under ``model`` every size) and ``precision`` (``fp32`` or ``bf16``)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     zero: dict[str, Any] = {"stage": 0}
     if stage:
         zero = json.loads((REPO / "ds_configs" / f"zero{stage}.json").read_text())["zero_optimization"]
-        bucket = -(-num_params // 1024) * 1024  # DeepSpeed wants a multiple of its alignment factor
-        sizes = ({k: bucket for k in ("reduce_bucket_size", "allgather_bucket_size", "stage3_prefetch_bucket_size")}
-                 | {"stage3_param_persistence_threshold": 0}) if buckets == "model" else _ZERO_AUTO_DEFAULTS
+        sizes = bucket_sizes(buckets, num_params)
         zero = {k: sizes.get(k, v) if v == "auto" else v for k, v in zero.items()}
         if buckets == "model":
             zero.update({k: v for k, v in sizes.items() if not k.startswith("stage3_") or stage == 3})
     return {"train_micro_batch_size_per_gpu": MICRO_BATCH, "gradient_accumulation_steps": 1,
             "train_batch_size": MICRO_BATCH * world, "steps_per_print": 10**9, "zero_allow_untested_optimizer": True,
-            "zero_optimization": zero}
+            "bf16": {"enabled": precision == "bf16"}, "zero_optimization": zero}
 
 
-def worker(size: str, out: Path) -> None:
+def worker(size: str, encoder: str, precisions: list[str], out: Path) -> None:
     """One rank: measure every ZeRO stage, rank 0 writes all ranks' figures to ``out``."""
     import deepspeed
     import torch
@@ -152,16 +173,17 @@ def worker(size: str, out: Path) -> None:
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device(f"cuda:{rank}") if torch.cuda.is_available() else torch.device("cpu")
-    config = replace(model_config(size), encoder="pillars")
+    config = replace(model_config(size), encoder=encoder)
     batch = make_batch(config, num_scenes=MICRO_BATCH, agents=2, max_agents=2, seed=rank).to(device)
     num_params = sum(p.numel() for p in V2XModel(config).parameters())
     results = []
-    for buckets, stage in [(b, s) for b in BUCKETS for s in (0, 1, 2, 3)]:
+    for precision, buckets, stage in [(p, b, s) for p in precisions for b in BUCKETS for s in (0, 1, 2, 3)]:
         torch.manual_seed(0)
         model = V2XModel(config)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
         engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
-                                          config=ds_config(stage, world, buckets=buckets, num_params=num_params))
+                                          config=ds_config(stage, world, buckets=buckets, num_params=num_params,
+                                                            precision=precision))
         for step in range(2):
             loss = task_losses(engine(batch), batch, engine.module.geometry).total
             engine.backward(loss)
@@ -170,34 +192,45 @@ def worker(size: str, out: Path) -> None:
             engine.step()
         counts["total"] = sum(counts.values())
         largest = sorted(found, key=lambda f: -f[2])[:6]
-        results.append({"buckets": buckets, "stage": stage, "rank": rank, **counts, "largest_optimizer_held": largest})
+        results.append({"precision": precision, "buckets": buckets, "stage": stage, "rank": rank, **counts,
+                        "largest_optimizer_held": largest})
+        if rank == 0:
+            print(f"[{size}] {precision} / {buckets} buckets / ZeRO-{stage}: {counts['total'] / 1024:.1f} KiB",
+                  file=sys.stderr, flush=True)
         engine.destroy()
         del engine, model
     gathered: list[Any] = [None] * world
     dist.all_gather_object(gathered, results)
     if rank == 0:
-        out.write_text(json.dumps({"size": size, "world": world, "num_params": num_params,
+        out.write_text(json.dumps({"size": size, "encoder": encoder, "world": world, "num_params": num_params,
                                    "per_rank": [r for rank_results in gathered for r in rank_results]}))
     dist.barrier()
 
 
-def measure(size: str, nprocs: int, work: Path) -> dict[str, Any]:
+def measure(size: str, encoder: str, precisions: list[str], nprocs: int, work: Path) -> dict[str, Any]:
+    """Launch the ``nprocs`` workers for one model size and return rank 0's JSON (every rank's figures)."""
     out = work / f"zero_memory_{size}.json"
     out.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nprocs), "--master_port",
-           str(free_port()), str(Path(__file__).resolve()), "--worker", size, "--worker-out", str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, env=bench_env(threads=1), capture_output=True, text=True)
+           str(free_port()), str(Path(__file__).resolve()), "--worker", size, "--encoder", encoder,
+           "--precisions", *precisions, "--worker-out", str(out)]
+    log = out.with_suffix(".log")
+    with log.open("w") as sink:  # rank 0 logs one line per measured engine: `tail -f` it to follow a long run
+        proc = subprocess.run(cmd, cwd=REPO, env=bench_env(threads=1), stdout=sink, stderr=subprocess.STDOUT)
     if proc.returncode != 0 or not out.is_file():
-        errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "Error" in line][:10]
-        raise RuntimeError(f"zero_memory worker failed ({proc.returncode}):\n" + "\n".join(errors))
+        errors = [line for line in log.read_text().splitlines() if "Error" in line][:10]
+        raise RuntimeError(f"zero_memory worker failed ({proc.returncode}), log {log}:\n" + "\n".join(errors))
     return json.loads(out.read_text())
 
 
-def summarise(result: dict[str, Any], buckets: str) -> list[dict[str, Any]]:
+def summarise(result: dict[str, Any], precision: str, buckets: str) -> list[dict[str, Any]]:
     """Per stage: the maximum over ranks of each category (bytes) and its ratio to stage 0."""
     rows = []
     for stage in (0, 1, 2, 3):
-        mine = [r for r in result["per_rank"] if r["stage"] == stage and r["buckets"] == buckets]
+        mine = [r for r in result["per_rank"]
+                if r["stage"] == stage and r["buckets"] == buckets and r["precision"] == precision]
+        if not mine:
+            raise ValueError(f"no measurement of {precision} / {buckets} buckets / ZeRO stage {stage}")
         rows.append({"stage": stage, **{k: max(r[k] for r in mine) for k in (*CATEGORIES, "total")}})
     base = rows[0]
     for row in rows:
@@ -212,6 +245,8 @@ def summarise(result: dict[str, Any], buckets: str) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["tiny"])
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
+    parser.add_argument("--encoder", default="spconv", help="model.encoder: spconv (the default model) or pillars")
     parser.add_argument("--nprocs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench_zero_memory")
@@ -219,7 +254,7 @@ def main() -> None:
     parser.add_argument("--worker-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.worker_out)
+        worker(args.worker, args.encoder, args.precisions, args.worker_out)
         return
     if args.nprocs < 2:
         parser.error("--nprocs must be >= 2 (ZeRO partitions across processes)")
@@ -229,20 +264,22 @@ def main() -> None:
     payload: dict[str, Any] = {"command": command, "machine": machine_info(), "nprocs": args.nprocs, "sizes": {}}
     sections = [f"Command: `{command}`"]
     for size in args.sizes:
-        result = measure(size, args.nprocs, args.work)
-        summary = {buckets: summarise(result, buckets) for buckets in BUCKETS}
+        result = measure(size, args.encoder, args.precisions, args.nprocs, args.work)
+        summary = {f"{p}/{b}": summarise(result, p, b) for p in args.precisions for b in BUCKETS}
         payload["sizes"][size] = {**result, "summary": summary}
-        for buckets, rows in summary.items():
-            sections.append(_section(size, buckets, rows, result["num_params"], args.nprocs))
+        for key, rows in summary.items():
+            precision, buckets = key.split("/")
+            sections.append(_section(size, args.encoder, precision, buckets, rows, result["num_params"], args.nprocs))
             print(sections[-1], flush=True)
     (args.out / "zero_memory.json").write_text(json.dumps(payload, indent=1))
     (args.out / "zero_memory.md").write_text("\n\n".join(sections) + "\n")
-    last = payload["sizes"][args.sizes[-1]]["summary"]["model"]
-    print("headline: per-rank params+grads+optimizer bytes vs no ZeRO (model-sized buckets): "
-          + ", ".join(f"ZeRO-{r['stage']} {r['total_ratio']:.2f}" for r in last[1:]))
+    for key, rows in payload["sizes"][args.sizes[-1]]["summary"].items():
+        print(f"headline {args.sizes[-1]} {key}: per-rank params+grads+optimizer bytes vs no ZeRO: "
+              + ", ".join(f"ZeRO-{r['stage']} {r['total_ratio']:.2f}" for r in rows[1:]))
 
 
-def _section(size: str, buckets: str, rows: list[dict[str, Any]], num_params: int, nprocs: int) -> str:
+def _section(size: str, encoder: str, precision: str, buckets: str, rows: list[dict[str, Any]], num_params: int,
+             nprocs: int) -> str:
     kib = lambda b: f"{b / 1024:.1f}"  # noqa: E731
     table = markdown_table(
         ["ZeRO stage", "params KiB", "grads KiB", "master KiB", "optim state KiB", "other KiB", "total KiB",
@@ -250,7 +287,7 @@ def _section(size: str, buckets: str, rows: list[dict[str, Any]], num_params: in
         [[r["stage"], kib(r["params"]), kib(r["gradients"]), kib(r["master_weights"]), kib(r["optimizer_state"]),
           kib(r["other_buffers"]), kib(r["total"]), r["params_ratio"], r["gradients_ratio"], r["optimizer_ratio"],
           r["total_ratio"]] for r in rows])
-    return (f"Model `{size}` (pillars encoder, {num_params:,} parameters), {nprocs} processes, fp32 + AdamW, "
+    return (f"Model `{size}` ({encoder} encoder, {num_params:,} parameters), {nprocs} processes, {precision} + AdamW, "
             f"{buckets} bucket sizes; per-rank bytes (max over ranks):\n\n{table}")
 
 

@@ -7,7 +7,7 @@ import torch
 
 from models.grid import GridConfig
 from trainer.pretrain.chamfer import chamfer_l1, gather_cells, masked_chamfer_loss
-from trainer.pretrain.masking import random_cell_mask, world_cell_mask
+from trainer.pretrain.masking import lexicographic_key, random_cell_mask, voxel_centres_xy, world_cell_mask
 from trainer.pretrain.targets import ReconTargets
 
 GRID = GridConfig(x_range=[-8.0, 8.0], y_range=[-8.0, 8.0], z_range=[-2.0, 2.0], voxel_size=[0.4, 0.4, 1.0])
@@ -87,6 +87,37 @@ def test_world_mask_consistent_over_time_option():
     n = len(coords)
     assert torch.equal(same[:n], same[n:])
     assert not torch.equal(per_frame[:n], per_frame[n:])
+
+
+def test_lexicographic_key_groups_and_orders_rows_like_unique_over_rows():
+    g = torch.Generator().manual_seed(0)
+    columns = [torch.randint(lo, hi, (5000,), generator=g) for lo, hi in ((0, 3), (-40, 60), (-7, 90), (0, 2))]
+    rows, row_inverse = torch.unique(torch.stack(columns, 1), dim=0, return_inverse=True)
+    keys, key_inverse = torch.unique(lexicographic_key(columns), return_inverse=True)
+    assert len(keys) == len(rows) and torch.equal(key_inverse, row_inverse)
+    assert lexicographic_key([torch.zeros(0, dtype=torch.long)] * 2).shape == (0,)
+
+
+def test_lexicographic_key_refuses_ranges_int64_cannot_hold():
+    wide = torch.tensor([0, 2**40])
+    with pytest.raises(OverflowError, match="more than int64 holds"):
+        lexicographic_key([wide, wide])
+
+
+def test_world_mask_equals_the_row_unique_reference_for_the_same_generator():
+    # Two scenes x 2 agents x 2 frames; agent-frames rotated and shifted so ego cells go negative and off-grid.
+    coords = _random_coords(num_frames=8, per_frame=300, seed=7)
+    to_ego = torch.stack([_se2(0.3 * i, 3.0 * (i % 3) - 9.0, -2.0 * i) for i in range(8)])
+    mask = world_cell_mask(coords, GRID, to_ego, agents=2, history=2, cell=0.8, ratio=0.4,
+                           consistent_over_time=False, generator=torch.Generator().manual_seed(11))
+    n = coords[:, 0].long()
+    ego_xy = torch.einsum("vij,vj->vi", to_ego[n][:, :2, :2], voxel_centres_xy(coords, GRID)) + to_ego[n][:, :2, 2]
+    cx = torch.floor((ego_xy[:, 0] - GRID.x_range[0]) / 0.8).long()
+    cy = torch.floor((ego_xy[:, 1] - GRID.y_range[0]) / 0.8).long()
+    assert (cx < 0).any() and (cy < 0).any()
+    rows, inverse = torch.unique(torch.stack([n // 4, cy, cx, n % 2], 1), dim=0, return_inverse=True)
+    score = torch.rand(len(rows), generator=torch.Generator().manual_seed(11))
+    assert torch.equal(mask, (score < 0.4)[inverse])
 
 
 def _brute_chamfer(pred, target):

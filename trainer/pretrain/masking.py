@@ -74,7 +74,28 @@ def world_cell_mask(voxel_coords: Tensor, grid: GridConfig, frame_to_ego: Tensor
     cy = torch.floor((ego_xy[:, 1] - grid.y_range[0]) / cell).long()
     scene = n // (agents * history)
     frame = torch.zeros_like(n) if consistent_over_time else n % history
-    key = torch.stack([scene, cy, cx, frame], 1)
-    unique_keys, inverse = torch.unique(key, dim=0, return_inverse=True)
-    score = torch.rand(unique_keys.shape[0], generator=generator, device="cpu").to(voxel_coords.device)
+    _, inverse = torch.unique(lexicographic_key([scene, cy, cx, frame]), return_inverse=True)
+    num_cells = int(inverse.max()) + 1 if inverse.numel() else 0
+    score = torch.rand(num_cells, generator=generator, device="cpu").to(voxel_coords.device)
     return (score < ratio)[inverse]
+
+
+def lexicographic_key(columns: list[Tensor]) -> Tensor:
+    """[V] int64 key per row of the integer ``columns`` (each [V]) that sorts rows lexicographically, first
+    column most significant; equal rows, and only they, share a key.
+
+    ``torch.unique`` over the 1-D key gives the same groups in the same order as ``torch.unique(dim=0)`` over the
+    stacked columns, which on the CPU is a per-row Python-speed loop (a third of a pretraining step).
+    """
+    key = torch.zeros_like(columns[0], dtype=torch.int64)
+    if key.numel() == 0:
+        return key
+    capacity = 1
+    for column in columns:
+        low = column.min()
+        span = int(column.max() - low) + 1
+        capacity *= span
+        if capacity >= 2**63:
+            raise OverflowError(f"the columns' value ranges need {capacity.bit_length()} bits, more than int64 holds")
+        key = key * span + (column.long() - low)
+    return key
