@@ -2,6 +2,7 @@
 
     python3 bench/zero_memory.py [--sizes tiny base] [--precisions fp32 bf16] [--encoder spconv] [--nprocs 2]
                                  [--out docs/results]
+    python3 bench/zero_memory.py --render docs/results/zero_memory.json   # rewrite the table, measure nothing
 
 For each model size, one ``torchrun`` launch of ``--nprocs`` gloo (or NCCL) processes builds the real V2X model,
 wraps it in a DeepSpeed engine (AdamW) per precision, bucket setting and ZeRO stage 0..3, trains one step (so the
@@ -250,45 +251,57 @@ def main() -> None:
     parser.add_argument("--nprocs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench_zero_memory")
+    parser.add_argument("--render", type=Path, default=None,
+                        help="measure nothing: write zero_memory.md into --out from this zero_memory.json")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.encoder, args.precisions, args.worker_out)
         return
-    if args.nprocs < 2:
-        parser.error("--nprocs must be >= 2 (ZeRO partitions across processes)")
-    args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    command = "python3 bench/zero_memory.py " + " ".join(sys.argv[1:])
-    payload: dict[str, Any] = {"command": command, "machine": machine_info(), "nprocs": args.nprocs, "sizes": {}}
-    sections = [f"Command: `{command}`"]
-    for size in args.sizes:
-        result = measure(size, args.encoder, args.precisions, args.nprocs, args.work)
-        summary = {f"{p}/{b}": summarise(result, p, b) for p in args.precisions for b in BUCKETS}
-        payload["sizes"][size] = {**result, "summary": summary}
-        for key, rows in summary.items():
-            precision, buckets = key.split("/")
-            sections.append(_section(size, args.encoder, precision, buckets, rows, result["num_params"], args.nprocs))
-            print(sections[-1], flush=True)
-    (args.out / "zero_memory.json").write_text(json.dumps(payload, indent=1))
+    if args.render:
+        payload = json.loads(args.render.read_text())
+    else:
+        if args.nprocs < 2:
+            parser.error("--nprocs must be >= 2 (ZeRO partitions across processes)")
+        args.work.mkdir(parents=True, exist_ok=True)
+        payload = {"command": "python3 bench/zero_memory.py " + " ".join(sys.argv[1:]), "machine": machine_info(),
+                   "nprocs": args.nprocs, "sizes": {}}
+        for size in args.sizes:
+            result = measure(size, args.encoder, args.precisions, args.nprocs, args.work)
+            payload["sizes"][size] = {**result, "summary": summaries(result)}
+            print(size_table(payload["sizes"][size]), flush=True)
+        (args.out / "zero_memory.json").write_text(json.dumps(payload, indent=1))
+    sections = [f"Command: `{payload['command']}`", *(size_table(r) for r in payload["sizes"].values())]
     (args.out / "zero_memory.md").write_text("\n\n".join(sections) + "\n")
-    for key, rows in payload["sizes"][args.sizes[-1]]["summary"].items():
-        print(f"headline {args.sizes[-1]} {key}: per-rank params+grads+optimizer bytes vs no ZeRO: "
-              + ", ".join(f"ZeRO-{r['stage']} {r['total_ratio']:.2f}" for r in rows[1:]))
+    for size, result in payload["sizes"].items():
+        for key, rows in summaries(result).items():
+            print(f"headline {size} {key}: per-rank params+grads+optimizer bytes vs no ZeRO: "
+                  + ", ".join(f"ZeRO-{r['stage']} {r['total_ratio']:.2f}" for r in rows[1:]))
 
 
-def _section(size: str, encoder: str, precision: str, buckets: str, rows: list[dict[str, Any]], num_params: int,
-             nprocs: int) -> str:
+def summaries(result: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """``summarise`` of every (precision, bucket setting) measured, keyed ``precision/buckets``."""
+    precisions = list(dict.fromkeys(r["precision"] for r in result["per_rank"]))
+    return {f"{p}/{b}": summarise(result, p, b) for p in precisions for b in BUCKETS}
+
+
+def size_table(result: dict[str, Any]) -> str:
+    """One markdown table of a model size: a row per precision, bucket setting and ZeRO stage."""
     kib = lambda b: f"{b / 1024:.1f}"  # noqa: E731
+    rows = []
+    for key, stages in summaries(result).items():
+        precision, buckets = key.split("/")
+        rows += [[precision, buckets, r["stage"], kib(r["params"]), kib(r["gradients"]), kib(r["master_weights"]),
+                  kib(r["optimizer_state"]), kib(r["other_buffers"]), kib(r["total"]), r["params_ratio"],
+                  r["gradients_ratio"], r["optimizer_ratio"], r["total_ratio"]] for r in stages]
     table = markdown_table(
-        ["ZeRO stage", "params KiB", "grads KiB", "master KiB", "optim state KiB", "other KiB", "total KiB",
-         "params ratio", "grads ratio", "optim+master ratio", "total ratio"],
-        [[r["stage"], kib(r["params"]), kib(r["gradients"]), kib(r["master_weights"]), kib(r["optimizer_state"]),
-          kib(r["other_buffers"]), kib(r["total"]), r["params_ratio"], r["gradients_ratio"], r["optimizer_ratio"],
-          r["total_ratio"]] for r in rows])
-    return (f"Model `{size}` ({encoder} encoder, {num_params:,} parameters), {nprocs} processes, {precision} + AdamW, "
-            f"{buckets} bucket sizes; per-rank bytes (max over ranks):\n\n{table}")
+        ["precision", "buckets", "ZeRO", "params KiB", "grads KiB", "master KiB", "optim state KiB", "other KiB",
+         "total KiB", "params ratio", "grads ratio", "optim+master ratio", "total ratio"], rows)
+    return (f"Model `{result['size']}` ({result['encoder']} encoder, {result['num_params']:,} parameters), "
+            f"{result['world']} processes, AdamW; per-rank bytes (max over ranks), ratios to ZeRO 0 of the same "
+            f"precision and buckets:\n\n{table}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ import json
 import pytest
 from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
 
-from bench.zero_memory import BUCKETS, CATEGORIES, PRECISIONS, _category, bucket_sizes, ds_config, summarise
+from bench.zero_memory import (BUCKETS, CATEGORIES, PRECISIONS, _category, bucket_sizes, ds_config, size_table,
+                               summarise)
 from trainer.runtime import zero_bucket_sizes
 
 NUM_PARAMS = 41_961
@@ -75,6 +76,16 @@ def test_summary_takes_the_worst_rank_and_ratios_to_no_zero_of_the_same_setting(
     assert [row["stage"] for row in rows] == [0, 1, 2, 3]
     assert rows[0]["params"] == 200 and rows[3]["params"] == 100  # rank 1 holds twice rank 0's bytes
     assert rows[0]["total_ratio"] == 1.0 and rows[3]["total_ratio"] == 0.5 and rows[2]["optimizer_ratio"] == 0.5
+
+
+def test_size_table_has_a_row_per_precision_bucket_setting_and_stage():
+    per_rank = [_rank(r, s, 1.0, precision=p, buckets=b) for p in PRECISIONS for b in BUCKETS for r in (0, 1)
+                for s in (0, 1, 2, 3)]
+    table = size_table({"size": "tiny", "encoder": "spconv", "num_params": NUM_PARAMS, "world": 2,
+                        "per_rank": per_rank})
+    rows = [line for line in table.splitlines() if line.startswith("| fp32") or line.startswith("| bf16")]
+    assert len(rows) == len(PRECISIONS) * len(BUCKETS) * 4
+    assert "41,961 parameters" in table and rows[0].startswith("| fp32 | model | 0 | 0.2 |")
 
 
 def test_summary_refuses_a_missing_measurement():
