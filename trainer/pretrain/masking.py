@@ -85,7 +85,8 @@ def lexicographic_key(columns: list[Tensor]) -> Tensor:
     column most significant; equal rows, and only they, share a key.
 
     ``torch.unique`` over the 1-D key gives the same groups in the same order as ``torch.unique(dim=0)`` over the
-    stacked columns, which on the CPU is a per-row Python-speed loop (a third of a pretraining step).
+    stacked columns, which on the CPU compares rows one by one: 119 ms against 6.3 ms for the whole world mask of
+    a 27k-voxel tiny batch (paired median of 15, one thread), about a seventh of a pretraining step.
     """
     key = torch.zeros_like(columns[0], dtype=torch.int64)
     if key.numel() == 0:
