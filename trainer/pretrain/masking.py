@@ -74,9 +74,8 @@ def world_cell_mask(voxel_coords: Tensor, grid: GridConfig, frame_to_ego: Tensor
     cy = torch.floor((ego_xy[:, 1] - grid.y_range[0]) / cell).long()
     scene = n // (agents * history)
     frame = torch.zeros_like(n) if consistent_over_time else n % history
-    _, inverse = torch.unique(lexicographic_key([scene, cy, cx, frame]), return_inverse=True)
-    num_cells = int(inverse.max()) + 1 if inverse.numel() else 0
-    score = torch.rand(num_cells, generator=generator, device="cpu").to(voxel_coords.device)
+    cells, inverse = torch.unique(lexicographic_key([scene, cy, cx, frame]), return_inverse=True)
+    score = torch.rand(cells.shape[0], generator=generator, device="cpu").to(voxel_coords.device)
     return (score < ratio)[inverse]
 
 
