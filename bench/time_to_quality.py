@@ -75,15 +75,16 @@ def eval_metrics(record: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def quality_curve(records: list[dict[str, Any]]) -> list[dict[str, float]]:
-    """Evaluation points of one run, against training wall-clock (evaluation time removed) and global step.
-
-    The duration of an evaluation is its record's ``time`` minus the previous record's ``time`` (the training
-    log of the same step: run with ``loop.log_every`` dividing ``loop.eval_every``).
+def timeline(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every metrics.jsonl record placed on one clock: its stage, its global step (steps of earlier stages
+    added), its wall time (continued across resumed processes) and its *training* time (wall time minus the
+    evaluations before it, this one included). An evaluation's duration is its record's ``time`` minus the
+    previous record's ``time`` (the training log of the same step: run with ``loop.log_every`` dividing
+    ``loop.eval_every``).
     """
     if records and "time" not in records[0]:
         raise ValueError("metrics.jsonl records have no 'time' field; this benchmark needs it")
-    points, eval_total, offset, stage, last_step, prev_time, clock = [], 0.0, 0, None, 0, 0.0, 0.0
+    out, eval_total, offset, stage, last_step, prev_time, clock = [], 0.0, 0, None, 0, 0.0, 0.0
     for raw in records:
         if raw["time"] + clock < prev_time:  # a resumed process counts from 0 again: continue the clock
             clock = prev_time
@@ -94,12 +95,35 @@ def quality_curve(records: list[dict[str, Any]]) -> list[dict[str, float]]:
         is_eval = any(k.startswith("eval/") for k in rec)
         if is_eval:
             eval_total += rec["time"] - prev_time
-            points.append({"stage": stage, "global_step": offset + rec["step"], "train_time_s": rec["time"] - eval_total,
-                           "wall_time_s": rec["time"],
-                           **eval_metrics(rec)})
+        out.append({"record": rec, "stage": stage, "step": rec.get("step", 0), "global_step": offset + rec.get("step", 0),
+                    "wall_time_s": rec["time"], "train_time_s": rec["time"] - eval_total, "is_eval": is_eval})
         last_step = max(last_step, rec.get("step", 0))
         prev_time = rec["time"]
-    return points
+    return out
+
+
+def quality_curve(records: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Evaluation points of one run, against training wall-clock (evaluation time removed) and global step."""
+    return [{"stage": e["stage"], "global_step": e["global_step"], "train_time_s": e["train_time_s"],
+             "wall_time_s": e["wall_time_s"], **eval_metrics(e["record"])}
+            for e in timeline(records) if e["is_eval"]]
+
+
+def stage_costs(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Training time and optimizer steps of each stage of one run, in order.
+
+    A stage's time runs from the previous stage's last record to its own last record on the training clock
+    (evaluations removed), so it includes the switch into it (building the model, loading weights); the
+    first stage's includes process start-up. Resolution: one ``loop.log_every``.
+    """
+    costs: list[dict[str, Any]] = []
+    for entry in timeline(records):
+        if not costs or costs[-1]["stage"] != entry["stage"]:
+            costs.append({"stage": entry["stage"], "steps": 0, "start_s": costs[-1]["end_s"] if costs else 0.0})
+        costs[-1]["steps"] = max(costs[-1]["steps"], entry["step"])
+        costs[-1]["end_s"] = entry["train_time_s"]
+    return [{"stage": c["stage"], "steps": c["steps"], "train_time_s": c["end_s"] - c["start_s"],
+             "s_per_step": (c["end_s"] - c["start_s"]) / c["steps"] if c["steps"] else math.nan} for c in costs]
 
 
 def first_reaching(curve: list[dict[str, float]], targets: dict[str, float]) -> dict[str, float] | None:
@@ -134,7 +158,7 @@ def run_one(recipe: Recipe, seed: int, args: argparse.Namespace, work: Path) -> 
         raise RuntimeError(f"{run_dir}: no evaluation records")
     return {"recipe": recipe.key, "name": recipe.name, "seed": seed, "run_dir": str(run_dir), "curve": curve,
             "final": {m: curve[-1][m] for m in METRICS}, "train_time_s": curve[-1]["train_time_s"],
-            "wall_time_s": curve[-1]["wall_time_s"],
+            "wall_time_s": curve[-1]["wall_time_s"], "stages": stage_costs(records),
             "resumes": int((run_dir / "bench_resumes.txt").read_text()) if (run_dir / "bench_resumes.txt").is_file() else 0}
 
 
@@ -157,12 +181,12 @@ def compare(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _spread(values: list[float]) -> str:
+def _spread(values: list[float], digits: int = 4) -> str:
     values = [v for v in values if v is not None and not math.isnan(v)]
     if not values:
         return "-"
     med, lo, hi = median_and_spread(values)
-    return f"{med:.4f}" if len(values) == 1 else f"{med:.4f} [{lo:.4f}, {hi:.4f}]"
+    return f"{med:.{digits}f}" if len(values) == 1 or lo == hi else f"{med:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
 def summary_markdown(runs: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
@@ -191,7 +215,20 @@ def summary_markdown(runs: list[dict[str, Any]], rows: list[dict[str, Any]]) -> 
     return (f"Final quality (median [min, max] over seeds):\n\n{table1}\n\nTraining time to reach (a)'s final "
             f"quality, as a ratio of (a)'s training time, and the optimizer steps needed as a ratio of (a)'s steps "
             f"(load-independent; median [min, max] over the seeds that reached it; '-' = never reached):"
-            f"\n\n{table2}\n")
+            f"\n\n{table2}\n\nWhere the training time goes: each stage's optimizer steps and training time "
+            f"(including the switch into it; median [min, max] over seeds):\n\n{stage_table(runs)}\n")
+
+
+def stage_table(runs: list[dict[str, Any]]) -> str:
+    """Markdown table of every recipe's per-stage steps, training time and seconds per step."""
+    rows = []
+    for key, recipe in RECIPES.items():
+        mine = [r for r in runs if r["recipe"] == key]
+        for i, stage in enumerate(mine[0]["stages"] if mine else []):
+            same = [r["stages"][i] for r in mine if len(r["stages"]) > i and r["stages"][i]["stage"] == stage["stage"]]
+            rows.append([f"({key}) {recipe.name}", stage["stage"], _spread([c["steps"] for c in same], 0),
+                         _spread([c["train_time_s"] for c in same], 1), _spread([c["s_per_step"] for c in same], 3)])
+    return markdown_table(["recipe", "stage", "steps", "train time (s)", "s per step"], rows)
 
 
 def plot(runs: list[dict[str, Any]], path: Path) -> None:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bench.time_to_quality import compare, eval_metrics, first_reaching, quality_curve
+from bench.time_to_quality import compare, eval_metrics, first_reaching, quality_curve, stage_costs, stage_table
 
 
 def _eval(stage, step, time, ap, epa):
@@ -34,6 +34,35 @@ def test_quality_curve_continues_the_clock_of_a_resumed_process():
     curve = quality_curve(records)
     assert curve[1]["wall_time_s"] == pytest.approx(83.0)
     assert curve[1]["train_time_s"] == pytest.approx(83.0 - 2.0 - 1.0)
+
+
+def test_stage_costs_split_training_time_by_stage_without_evaluations():
+    records = [
+        {"stage": "pretrain", "step": 5, "time": 12.0},  # includes 2 s of start-up
+        {"stage": "pretrain", "step": 10, "time": 22.0},
+        {"stage": "finetune", "step": 5, "time": 35.0},  # 3 s of stage switch
+        _eval("finetune", 5, 40.0, 0.1, 0.0),            # 5 s of evaluation, not training
+        {"stage": "finetune", "step": 10, "time": 50.0},
+        _eval("finetune", 10, 51.0, 0.2, 0.0),
+    ]
+    costs = stage_costs(records)
+    assert [c["stage"] for c in costs] == ["pretrain", "finetune"]
+    assert [c["steps"] for c in costs] == [10, 10]
+    assert [c["train_time_s"] for c in costs] == pytest.approx([22.0, 50.0 - 5.0 - 22.0])
+    assert costs[1]["s_per_step"] == pytest.approx(2.3)
+    assert sum(c["train_time_s"] for c in costs) == pytest.approx(quality_curve(records)[-1]["train_time_s"])
+
+
+def test_stage_table_reports_each_recipe_stage_over_seeds():
+    def run(seed, pre_s, fine_s):
+        return {"recipe": "d", "seed": seed, "stages": [
+            {"stage": "pretrain", "steps": 10, "train_time_s": pre_s, "s_per_step": pre_s / 10},
+            {"stage": "finetune", "steps": 20, "train_time_s": fine_s, "s_per_step": fine_s / 20}]}
+
+    lines = stage_table([run(0, 10.0, 40.0), run(1, 12.0, 40.0), run(2, 14.0, 40.0)]).splitlines()
+    assert lines[2] == "| (d) turbotrain | pretrain | 10 | 12.0 [10.0, 14.0] | 1.200 [1.000, 1.400] |"
+    assert lines[3] == "| (d) turbotrain | finetune | 20 | 40.0 | 2.000 |"
+    assert len(lines) == 4
 
 
 def test_eval_metrics_derive_the_hit_rate_and_mark_missing_values():
