@@ -18,6 +18,7 @@ The last printed line is the headline ratio of (d).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -95,9 +96,10 @@ def timeline(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         is_eval = any(k.startswith("eval/") for k in rec)
         if is_eval:
             eval_total += rec["time"] - prev_time
-        out.append({"record": rec, "stage": stage, "step": rec.get("step", 0), "global_step": offset + rec.get("step", 0),
+        step = rec.get("step", 0)
+        out.append({"record": rec, "stage": stage, "step": step, "global_step": offset + step,
                     "wall_time_s": rec["time"], "train_time_s": rec["time"] - eval_total, "is_eval": is_eval})
-        last_step = max(last_step, rec.get("step", 0))
+        last_step = max(last_step, step)
         prev_time = rec["time"]
     return out
 
@@ -116,14 +118,14 @@ def stage_costs(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     (evaluations removed), so it includes the switch into it (building the model, loading weights); the
     first stage's includes process start-up. Resolution: one ``loop.log_every``.
     """
-    costs: list[dict[str, Any]] = []
-    for entry in timeline(records):
-        if not costs or costs[-1]["stage"] != entry["stage"]:
-            costs.append({"stage": entry["stage"], "steps": 0, "start_s": costs[-1]["end_s"] if costs else 0.0})
-        costs[-1]["steps"] = max(costs[-1]["steps"], entry["step"])
-        costs[-1]["end_s"] = entry["train_time_s"]
-    return [{"stage": c["stage"], "steps": c["steps"], "train_time_s": c["end_s"] - c["start_s"],
-             "s_per_step": (c["end_s"] - c["start_s"]) / c["steps"] if c["steps"] else math.nan} for c in costs]
+    costs, start = [], 0.0
+    for stage, group in itertools.groupby(timeline(records), key=lambda entry: entry["stage"]):
+        entries = list(group)
+        steps, end = max(e["step"] for e in entries), entries[-1]["train_time_s"]
+        costs.append({"stage": stage, "steps": steps, "train_time_s": end - start,
+                      "s_per_step": (end - start) / steps if steps else math.nan})
+        start = end
+    return costs
 
 
 def first_reaching(curve: list[dict[str, float]], targets: dict[str, float]) -> dict[str, float] | None:
