@@ -6,6 +6,13 @@ import torch
 from torch import Tensor, nn
 
 
+BN_MOMENTUM = 0.1
+"""Running-statistics momentum of every batch norm. OpenPCDet's sparse backbones use 0.01, which suits
+runs of tens of thousands of steps; at 0.01 the statistics still carry 5% of their initial values
+after 300 steps, so a short run evaluates with statistics that lag its weights. At 0.1 the lag is
+about 10 steps."""
+
+
 class Fp32BatchNorm(nn.Module):
     """Batch norm over channel dim 1 of [V, C] or [N, C, H, W] features, computed in fp32 whatever the
     parameter / buffer dtypes are.
@@ -15,7 +22,7 @@ class Fp32BatchNorm(nn.Module):
     updated in place, cast to the buffers' dtype.
     """
 
-    def __init__(self, channels: int, *, eps: float = 1e-3, momentum: float = 0.01) -> None:
+    def __init__(self, channels: int, *, eps: float = 1e-3, momentum: float = BN_MOMENTUM) -> None:
         super().__init__()
         self.eps, self.momentum = eps, momentum
         self.weight = nn.Parameter(torch.ones(channels))
@@ -58,7 +65,7 @@ def apply_mask_token(features: Tensor, voxel_mask: Tensor | None, token: Tensor)
 
 def bev_output_block(in_channels: int, out_channels: int) -> nn.Sequential:
     """1x1 conv + BN + ReLU mapping an encoder's BEV map to the model's BEV width."""
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), Fp32BatchNorm(out_channels, eps=1e-5, momentum=0.1),
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), Fp32BatchNorm(out_channels, eps=1e-5),
                          nn.ReLU(inplace=True))
 
 

@@ -16,7 +16,7 @@ HEATMAP_PRIOR = 0.1
 
 
 def conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), Fp32BatchNorm(c_out, eps=1e-5, momentum=0.1), nn.ReLU(inplace=True))
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), Fp32BatchNorm(c_out, eps=1e-5), nn.ReLU(inplace=True))
 
 
 class DetectionHead(nn.Module):

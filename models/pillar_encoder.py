@@ -39,9 +39,9 @@ class PillarEncoder(nn.Module):
         stages: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(zip([chans[0]] + chans[:-1], chans)):
             stride = config.sparse_strides[i]
-            stages += [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), Fp32BatchNorm(c_out, eps=1e-5, momentum=0.1),
+            stages += [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), Fp32BatchNorm(c_out, eps=1e-5),
                        nn.ReLU(inplace=True), nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-                       Fp32BatchNorm(c_out, eps=1e-5, momentum=0.1), nn.ReLU(inplace=True)]
+                       Fp32BatchNorm(c_out, eps=1e-5), nn.ReLU(inplace=True)]
         self.convs = nn.Sequential(*stages)
         self.compress = bev_output_block(chans[-1], config.bev_channels)
 

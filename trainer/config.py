@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import torch
+
 from models.config import MODEL_SIZES, ModelConfig, model_config
 from trainer.balancing.config import BalancingConfig
 from trainer.data.config import DataConfig
@@ -188,8 +190,10 @@ class TrainConfig:
 
     model_size: str = "tiny"
     """Preset the ``model`` section starts from: tiny, base or large."""
-    precision: str = "bf16"
-    """bf16 (default), fp16 (GPU; dynamic loss scaling) or fp32."""
+    precision: str = "auto"
+    """``auto`` (default: bf16 where CUDA is available, fp32 on the CPU), bf16, fp16 (GPU; dynamic loss
+    scaling) or fp32. On the CPU, DeepSpeed's bf16 casts the model's weights to bf16, and it is slower
+    than fp32 there and trains worse (docs/RESULTS.md), so ``auto`` picks fp32."""
     run: RunConfig = field(default_factory=RunConfig)
     synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
     model: ModelConfig = field(default_factory=lambda: model_config("tiny"))
@@ -208,8 +212,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.model_size not in MODEL_SIZES:
             raise ValueError(f"model_size must be one of {MODEL_SIZES}, got {self.model_size!r}")
+        if self.precision == "auto":
+            self.precision = "bf16" if torch.cuda.is_available() else "fp32"
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+            raise ValueError(f"precision must be auto or one of {PRECISIONS}, got {self.precision!r}")
         if not self.stages:
             raise ValueError("stages is empty: a recipe must define at least one stage")
         if self.model.num_classes != len(self.data.classes):

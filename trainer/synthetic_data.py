@@ -73,6 +73,7 @@ def prepare_synthetic(cfg: SyntheticDataConfig, *, max_agents: int, history: int
                           maxcount=64, progress=False)
         log(f"  {split}: {summary.samples} samples in {len(summary.shards)} shards"
             + (f", {summary.skipped_samples} skipped" if summary.skipped_samples else ""))
+    shutil.rmtree(tmp / "raw")  # the shards hold everything training reads; the raw scenes are 60% of the disk
     (tmp / "COMPLETE").write_text(json.dumps(asdict(cfg)))
     shutil.rmtree(root, ignore_errors=True)
     os.replace(tmp, root)

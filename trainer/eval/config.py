@@ -16,8 +16,9 @@ class EvalConfig:
     the names of ``DataConfig.classes``."""
     iou_thresholds: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7])
     """Rotated BEV IoU thresholds at which detection AP is reported."""
-    pred_match: str = "iou"
-    """How detections are matched to ground truth for prediction metrics: "iou" or "distance"."""
+    pred_match: str = "distance"
+    """How detections are matched to ground truth for prediction metrics: "distance" (BEV centre
+    distance <= ``pred_match_distance``, as ViP3D does) or "iou" (BEV IoU >= ``pred_match_iou``)."""
     pred_match_iou: float = 0.5
     """Minimum BEV IoU for a prediction match when pred_match == "iou"."""
     pred_match_distance: float = 2.0

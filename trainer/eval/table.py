@@ -19,7 +19,8 @@ def _cell(value: float | None, percent: bool) -> str:
 def format_table(metrics: dict[str, float]) -> str:
     """Render :func:`trainer.eval.summary.summarize_records` output as a small text table.
 
-    AP and rate metrics (MR, EPA) are shown in percent, minADE / minFDE in metres. Keys it does not
+    AP and rate metrics (MR, EPA) are shown in percent, minADE / minFDE in metres. The ``mean of N`` row
+    is the unweighted mean of the N per-class APs above it (the classes with ground truth). Keys it does not
     know are listed at the end unchanged, so nothing is hidden.
     """
     thresholds = sorted({key.split("/")[0][3:] for key in metrics if key.startswith("AP@")}, key=float)
@@ -29,7 +30,7 @@ def format_table(metrics: dict[str, float]) -> str:
     if thresholds:
         header = ["AP (%)"] + [f"@{t}" for t in thresholds]
         rows = [[name] + [_cell(metrics.get(f"AP@{t}/{name}"), True) for t in thresholds] for name in classes]
-        rows.append(["mean"] + [_cell(metrics.get(f"AP@{t}"), True) for t in thresholds])
+        rows.append([f"mean of {len(classes)}"] + [_cell(metrics.get(f"AP@{t}"), True) for t in thresholds])
         widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
         for row in [header] + rows:
             lines.append("  ".join(str(cell).rjust(w) for cell, w in zip(row, widths)))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from models.box_coding import BOX_CODE_SIZE
 
 
 @dataclass(kw_only=True)
@@ -11,8 +13,11 @@ class TaskLossConfig:
 
     heatmap_weight: float = 1.0
     """Weight of the centre-heatmap focal loss in the detection loss."""
-    box_weight: float = 1.0
-    """Weight of the L1 box-code regression (mean per code element) in the detection loss."""
+    box_weight: float = 2.0
+    """CenterPoint's ``loc_weight``: weight of the box loss (per-code L1 at object centres, weighted by
+    ``code_weights`` and summed over the codes). OpenPCDet uses 0.25 (nuScenes) to 2.0 (Waymo)."""
+    code_weights: list[float] = field(default_factory=lambda: [1.0] * BOX_CODE_SIZE)
+    """Weight of each box code (dx, dy, z, log l, log w, log h, sin yaw, cos yaw) in the box loss."""
     trajectory_weight: float = 1.0
     """Weight of the winner-takes-all trajectory regression in the prediction loss."""
     mode_weight: float = 0.5
@@ -26,6 +31,8 @@ class TaskLossConfig:
         for name in ("heatmap_weight", "box_weight", "trajectory_weight", "mode_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if len(self.code_weights) != BOX_CODE_SIZE or any(w < 0 for w in self.code_weights):
+            raise ValueError(f"code_weights must be {BOX_CODE_SIZE} values >= 0, got {list(self.code_weights)}")
         if not 0 < self.min_overlap < 1:
             raise ValueError(f"min_overlap must be in (0, 1), got {self.min_overlap}")
         if self.min_radius < 0:

@@ -34,13 +34,20 @@ def gather_cells(maps: Tensor, cells: Tensor) -> Tensor:
 
 
 def box_regression_loss(box_codes: Tensor, gt_boxes: Tensor, cells: Tensor, usable: Tensor,
-                        geometry: BevGeometry) -> Tensor:
-    """Mean L1 between predicted and target box codes at the GT centre cells of usable objects.
+                        geometry: BevGeometry, code_weights: Tensor | None = None) -> Tensor:
+    """CenterPoint's box loss: L1 per code element at the GT centre cells of usable objects, divided by
+    the number of objects, times per-code weights and summed over the 8 codes (OpenPCDet's
+    ``RegLossCenterNet`` followed by ``code_weights``; the caller applies the loc weight).
 
-    box_codes: [B, 8, H, W]; gt_boxes: [B, M, 7]; cells: [B, M, 2]; usable: [B, M] bool.
+    box_codes: [B, 8, H, W]; gt_boxes: [B, M, 7]; cells: [B, M, 2]; usable: [B, M] bool;
+    code_weights: [8] (None = all ones).
     """
     predicted = gather_cells(box_codes.float(), cells)  # [B, M, 8]
     target = encode_boxes(gt_boxes.float(), cells, geometry)
     weight = usable[..., None].to(predicted.dtype)
-    error = (predicted - target).abs() * weight
-    return error.sum() / (weight.sum() * BOX_CODE_SIZE).clamp_min(1)
+    per_code = ((predicted - target).abs() * weight).sum(dim=(0, 1)) / weight.sum().clamp_min(1)  # [8]
+    if code_weights is None:
+        return per_code.sum()
+    if code_weights.shape != (BOX_CODE_SIZE,):
+        raise ValueError(f"code_weights must have {BOX_CODE_SIZE} entries, got {tuple(code_weights.shape)}")
+    return (per_code * code_weights.to(per_code)).sum()

@@ -35,14 +35,15 @@ class TaskLosses:
 
 def detection_losses(output: ModelOutput, batch: Batch, geometry: BevGeometry,
                      config: TaskLossConfig) -> tuple[Tensor, Tensor]:
-    """(focal heatmap loss, L1 box loss) for an output of the ``det`` head."""
+    """(focal heatmap loss, code-weighted L1 box loss) for an output of the ``det`` head."""
     if output.heatmap is None or output.box_codes is None:
         raise ValueError("output has no detection predictions; run the model with heads containing 'det'")
     cells, usable = objects_on_map(batch.gt_boxes, batch.gt_mask, geometry)
     targets = heatmap_targets(batch.gt_boxes.float(), batch.gt_classes, usable, cells, geometry,
                               output.heatmap.shape[1], min_overlap=config.min_overlap, min_radius=config.min_radius)
     return (centre_focal_loss(output.heatmap, targets),
-            box_regression_loss(output.box_codes, batch.gt_boxes, cells, usable, geometry))
+            box_regression_loss(output.box_codes, batch.gt_boxes, cells, usable, geometry,
+                                torch.tensor(config.code_weights)))
 
 
 def prediction_losses(output: ModelOutput, batch: Batch, geometry: BevGeometry) -> tuple[Tensor, Tensor]:
