@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gif", action="store_true", help="also write samples.gif with one frame per sample")
     parser.add_argument("--fps", type=float, default=2.0, help="GIF frames per second")
     parser.add_argument("--all-frames", action="store_true", help="draw every history frame's points")
-    parser.add_argument("--pixels-per-metre", type=float, default=5.0, help="image resolution")
+    parser.add_argument("--pixels-per-metre", type=float, default=12.5, help="scene resolution (12.5: 800 px for 64 m)")
     parser.add_argument("overrides", nargs="*", help="config overrides a.b=value (with --data / --checkpoint)")
     args = parser.parse_args(argv)
     if args.run is None and args.data is None and args.checkpoint is None:

@@ -65,13 +65,14 @@ def _moving(start: np.ndarray, heading: float, speed: float, yaw_rate: float, st
 def make_batch(config: ModelConfig, *, num_scenes: int = 2, agents: int | list[int] = 4, max_agents: int = 4,
                num_objects: int = 6, hidden_from_ego: int = 0, infrastructure: bool = True,
                drop_old_frames: bool = False, seed: int = 0, points_per_object: int = 160,
-               ground_points: int = 500) -> Batch:
+               ground_points: int = 500, min_gap: float = 0.0) -> Batch:
     """A Batch of ``num_scenes`` synthetic scenes matching ``config`` (grid, history, future steps).
 
     agents: real agents per scene (int or one per scene), at most ``max_agents``; the rest are padding.
     hidden_from_ego: the first this-many objects produce no points in the ego's LiDAR (an occluded object
     only collaborators see). infrastructure: the last real agent (if > 1) is a static infrastructure unit.
-    drop_old_frames: agents other than the ego miss their oldest history frame.
+    drop_old_frames: agents other than the ego miss their oldest history frame. min_gap: objects' centres
+    at t are redrawn until they lie at least this far (metres) from the earlier objects' (0: overlaps allowed).
     """
     agent_counts = [agents] * num_scenes if isinstance(agents, int) else list(agents)
     if len(agent_counts) != num_scenes or not all(1 <= n <= max_agents for n in agent_counts):
@@ -118,10 +119,13 @@ def make_batch(config: ModelConfig, *, num_scenes: int = 2, agents: int | list[i
         objects = []
         for m in range(num_objects):
             cls = int(rng.choice([0, 0, 0, 1, 2]))
-            centre = _apply(ego_now, rng.uniform(-1, 1, (1, 2)) * reach)[0]
             path_t = np.concatenate([past_t, future_t])
-            path = _moving(centre, rng.uniform(-math.pi, math.pi), rng.uniform(1, 10) if cls != 1 else 1.2,
-                           rng.uniform(-0.3, 0.3), path_t)
+            for _ in range(100):
+                centre = _apply(ego_now, rng.uniform(-1, 1, (1, 2)) * reach)[0]
+                path = _moving(centre, rng.uniform(-math.pi, math.pi), rng.uniform(1, 10) if cls != 1 else 1.2,
+                               rng.uniform(-0.3, 0.3), path_t)
+                if all(np.hypot(*(path[hist - 1, :2] - other[hist - 1, :2])) >= min_gap for _, other in objects):
+                    break
             objects.append((cls, path))
             size = CLASS_SIZES[cls]
             now_ego = _apply(ego_from_world, path[hist - 1:hist, :2])[0]

@@ -109,9 +109,13 @@ def test_stage1_weights_initialise_stage2(tiny_data, tmp_path):
     encoder frozen in stage 2, its tensors after stage 2 still equal stage 1's exactly."""
     run = tmp_path / "run"
     args = [*base_overrides(*tiny_data, run, steps=2), "stages.pretrain.steps=2", "stages.finetune.evaluate=false",
-            "stages.finetune.freeze=[encoder]"]
+            "stages.finetune.freeze=[encoder]", "loop.pictures=2"]
     result = run_train("python", 1, args)
     _ok(result)
+    # the run ends with the curves and BEV pictures of 2 validation samples, and says where they are
+    pictures = sorted((run / "samples").glob("*.png"))
+    assert len(pictures) == 2 and (run / "curves.png").is_file()
+    assert f"pictures: {run / 'curves.png'}" in result.stdout and str(pictures[0]) in result.stdout
     assert "discarded modules ['det_head', 'pred_head', 'recon_head']" in result.stdout
     stage1 = torch.load(run / "pretrain" / "final.pt", weights_only=False)["model"]
     stage2 = torch.load(run / "finetune" / "final.pt", weights_only=False)["model"]

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from trainer.viz import metric_series, plot_training_curves, stage_changes
+from trainer.viz.curves import panel_of
 
 
 def write_run(run_dir: Path) -> Path:
@@ -16,13 +17,14 @@ def write_run(run_dir: Path) -> Path:
     records = []
     for step in range(0, 40, 4):
         stage = "pretrain" if step < 20 else "finetune"
-        record = {"step": step, "stage": stage, "lr": 1e-3 / (1 + step)}
+        # each stage counts its steps from 0, as the loop logs them: finetune's 4..16 follow pretrain's 16
+        record = {"step": step if stage == "pretrain" else step - 16, "stage": stage, "lr": 1e-3 / (1 + step)}
         if stage == "pretrain":
             record["loss/chamfer"] = 2.0 / (1 + step)
         else:
             record.update({"loss/det": 1.0 / step, "loss/pred": 3.0 / step, "balance/cosine": -0.1})
         records.append(record)
-    records.append({"step": 36, "stage": "finetune", "eval/AP@0.5": 0.42, "eval/EPA": "nan", "note": "text"})
+    records.append({"step": 20, "stage": "finetune", "eval/AP@0.5": 0.42, "eval/EPA": "nan", "note": "text"})
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return run_dir
 
@@ -34,8 +36,18 @@ def test_metric_series_and_stage_changes(tmp_path):
     steps, values = series["loss/chamfer"]
     assert steps.tolist() == [0, 4, 8, 12, 16] and values[1] == pytest.approx(0.4)
     assert math.isnan(series["eval/EPA"][1][0])  # non-finite floats are logged as strings
-    assert stage_changes(records) == [(0.0, "pretrain"), (20.0, "finetune")]
+    assert stage_changes(records) == [(0.0, "pretrain"), (16.0, "finetune")]
+    assert series["loss/det"][0].tolist() == [20, 24, 28, 32, 36]  # one continuous step axis
+    assert series["eval/AP@0.5"][0].tolist() == [36]
     assert metric_series([{"loss/x": 1.0}, {"loss/x": 2.0, "flag": True}])["loss/x"][0].tolist() == [0.0, 1.0]
+
+
+def test_quantities_of_different_scales_get_their_own_panels():
+    panels = {key: panel_of(key) for key in ("eval/AP@0.5/vehicle", "eval/AP@0.3", "eval/EPA", "eval/MR",
+                                               "eval/minADE", "eval/num_det", "loss/box", "lr")}
+    assert panels["eval/AP@0.5/vehicle"] == panels["eval/AP@0.3"]
+    assert panels["eval/EPA"] == panels["eval/MR"]
+    assert len({panels[k] for k in ("eval/AP@0.3", "eval/EPA", "eval/minADE", "eval/num_det", "loss/box", "lr")}) == 6
 
 
 def test_plot_training_curves_writes_a_png(tmp_path):
@@ -43,7 +55,7 @@ def test_plot_training_curves_writes_a_png(tmp_path):
     out = plot_training_curves(run)
     assert out == run / "curves.png"
     image = Image.open(out)
-    assert image.size[0] > 600 and image.size[1] > 300
+    assert image.size[0] >= 800 and image.size[1] >= 300
     pixels = np.asarray(image.convert("RGB"))
     assert (pixels < 200).any(axis=-1).mean() > 0.01  # something was drawn, not a blank page
     other = plot_training_curves(run / "metrics.jsonl", tmp_path / "elsewhere" / "c.png")

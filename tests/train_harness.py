@@ -29,7 +29,7 @@ def base_overrides(train: str, val: str, run_dir: Path, *, steps: int = 4) -> li
         f"data.train_shards={train}", f"data.val_shards={val}", "data.num_workers=0", "data.batch_size=1",
         "data.samples_per_epoch=8", "data.val_samples=4", "data.shuffle_buffer=4", f"run.dir={run_dir}",
         "loop.progress_bar=false", "loop.tensorboard=false", "loop.log_every=1", "loop.eval_batches=2",
-        "precision=fp32", f"stages.finetune.steps={steps}",
+        "precision=fp32", f"stages.finetune.steps={steps}", "loop.pictures=0",
     ]
 
 

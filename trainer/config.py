@@ -133,13 +133,16 @@ class LoopConfig:
     """Also log to Weights & Biases (needs ``pip install wandb``)."""
     progress_bar: bool = True
     """tqdm progress bar on the main process."""
+    pictures: int = 4
+    """At the end of a run, write ``curves.png`` and BEV pictures of this many validation samples with the
+    final model's predictions into the run directory (0: neither)."""
 
     def __post_init__(self) -> None:
         for name in ("log_every", "checkpoint_every", "keep_last", "max_nonfinite_in_row"):
             if getattr(self, name) < 1:
                 raise ValueError(f"loop.{name} must be >= 1, got {getattr(self, name)}")
-        if self.eval_every < 0 or self.eval_batches < 0:
-            raise ValueError("loop.eval_every and loop.eval_batches must be >= 0")
+        if self.eval_every < 0 or self.eval_batches < 0 or self.pictures < 0:
+            raise ValueError("loop.eval_every, loop.eval_batches and loop.pictures must be >= 0")
 
 
 @dataclass(kw_only=True)

@@ -100,6 +100,11 @@ def run_pipeline(cfg: TrainConfig) -> dict[str, Any]:
             results[name] = _run_stage(cfg, name, index, stage, stage_dir, rt, metrics, watcher, faults,
                                        prev_weights, log)
             prev_weights = stage_dir / FINAL_WEIGHTS
+        if rt.is_main and cfg.loop.pictures > 0:
+            from trainer.viz.report import write_run_pictures
+
+            pictures = write_run_pictures(run_dir, cfg, num_samples=cfg.loop.pictures)
+            log("pictures: " + "  ".join(str(p) for p in pictures))
     finally:
         watcher.uninstall()
         rt.end()

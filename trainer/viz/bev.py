@@ -28,14 +28,17 @@ PRED_COLOUR = "#d7191c"
 AGENT_COLOURS = ["#2c7bb6", "#fdae61", "#7b3294", "#636363", "#e66101", "#40b0c0", "#a6611a", "#f1b6da"]
 DPI = 100
 """Figure dots per inch; sizes are set in pixels, so this only scales fonts and line widths."""
+LEGEND_PX = 240
+"""Width of the strip right of the scene that holds the legend (the scene itself is never covered)."""
 
 
 @dataclass(kw_only=True)
 class BevPlotConfig:
     """How a BEV picture is drawn."""
 
-    pixels_per_metre: float = 5.0
-    """Image resolution; the image is (x extent * ppm) x (y extent * ppm) pixels."""
+    pixels_per_metre: float = 12.5
+    """Scene resolution; the scene is (x extent * ppm) x (y extent * ppm) pixels (800 x 800 for the tiny
+    grid's 64 m, 1760 x 1000 for the base grid)."""
     all_frames: bool = False
     """Draw the points of every history frame (motion-compensated), not just the current one."""
     score_threshold: float = 0.3
@@ -43,7 +46,7 @@ class BevPlotConfig:
     point_size: float = 0.5
     """Marker area of a LiDAR point (points^2)."""
     show_legend: bool = True
-    """Draw a legend in the upper-right corner."""
+    """Draw a legend in a strip of ``LEGEND_PX`` pixels right of the scene."""
 
     def __post_init__(self) -> None:
         if self.pixels_per_metre <= 0:
@@ -71,10 +74,12 @@ def ego_to_pixel(xy: np.ndarray, grid: GridConfig, pixels_per_metre: float) -> n
 
 
 def new_bev_figure(grid: GridConfig, config: BevPlotConfig) -> tuple[Figure, Axes]:
-    """An empty figure whose single axes fill it and span the grid's x / y range."""
+    """An empty figure whose axes span the grid's x / y range on :func:`canvas_size` pixels, plus the
+    legend strip on the right when the config shows a legend."""
     width, height = canvas_size(grid, config.pixels_per_metre)
-    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
-    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+    total = width + (LEGEND_PX if config.show_legend else 0)
+    fig = Figure(figsize=(total / DPI, height / DPI), dpi=DPI)
+    ax = fig.add_axes((0.0, 0.0, width / total, 1.0))
     prepare_axes(ax, grid)
     return fig, ax
 
@@ -158,12 +163,14 @@ def draw_bev(ax: Axes, batch: Batch, scene: int, detections: SceneDetections | N
             Line2D([], [], color="grey", marker="o", linestyle="none", markeredgecolor="black", label="vehicle agent"),
             Line2D([], [], color="grey", marker="s", linestyle="none", markeredgecolor="black", label="infrastructure"),
         ]
-        ax.legend(handles=handles, loc="upper right", fontsize=6, framealpha=0.8)
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8,
+                  frameon=False)
 
 
 def render_bev_png(path: str | Path, batch: Batch, scene: int, detections: SceneDetections | None = None, *,
                    grid: GridConfig, config: BevPlotConfig | None = None, title: str | None = None) -> Path:
-    """Draw one scene and save it as a PNG of exactly :func:`canvas_size` pixels; returns the path."""
+    """Draw one scene and save it as a PNG: the scene on exactly :func:`canvas_size` pixels, the legend
+    strip right of it; returns the path."""
     config = config or BevPlotConfig()
     fig, ax = new_bev_figure(grid, config)
     draw_bev(ax, batch, scene, detections, grid=grid, config=config,

@@ -14,8 +14,11 @@ from trainer.metrics_log import read_metrics
 
 NON_SERIES_KEYS = ("step", "stage", "epoch", "time", "wall_time")
 """Record keys that are never plotted as curves."""
-PANELS = (("loss/", "loss"), ("lr", "learning rate"), ("eval/", "evaluation"))
-"""(key prefix, panel title) in drawing order; other numeric keys go to a last "other" panel."""
+PANELS = (("loss/", "loss"), ("lr", "learning rate"), ("eval/AP", "detection AP"),
+          (("eval/EPA", "eval/MR"), "prediction rates (EPA, MR)"), (("eval/minADE", "eval/minFDE"), "prediction error (m)"),
+          ("eval/num_", "evaluation counts"), ("balance/", "balancer"), ("samples_per_s", "throughput (samples/s)"))
+"""(key prefix or prefixes, panel title) in drawing order: one panel per quantity of one scale; other
+numeric keys go to a last "other" panel."""
 
 
 def _as_number(value: Any) -> float | None:
@@ -29,12 +32,36 @@ def _as_number(value: Any) -> float | None:
     return None
 
 
+def stage_offsets(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Stage -> steps of all earlier stages, so that the stages follow each other on one step axis
+    (each stage's ``step`` counts from 0)."""
+    offsets: dict[str, float] = {}
+    total = 0.0
+    for record in records:
+        stage = record.get("stage")
+        step = _as_number(record.get("step"))
+        if stage is None or step is None:
+            continue
+        stage = str(stage)
+        if stage not in offsets:
+            offsets[stage] = total
+        total = max(total, offsets[stage] + step)
+    return offsets
+
+
+def _global_step(record: dict[str, Any], index: int, offsets: dict[str, float]) -> float:
+    step = _as_number(record.get("step", index))
+    step = float(index) if step is None else step
+    return step + offsets.get(str(record.get("stage")), 0.0)
+
+
 def metric_series(records: list[dict[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Every numeric key -> (steps [S], values [S]); a record's x is its ``step`` (else its index)."""
+    """Every numeric key -> (steps [S], values [S]); a record's x is its ``step`` (else its index) plus
+    the steps of the stages before its own (``stage_offsets``)."""
+    offsets = stage_offsets(records)
     series: dict[str, tuple[list[float], list[float]]] = {}
     for index, record in enumerate(records):
-        step = _as_number(record.get("step", index))
-        step = float(index) if step is None else step
+        step = _global_step(record, index, offsets)
         for key, value in record.items():
             number = _as_number(value)
             if key in NON_SERIES_KEYS or number is None:
@@ -46,21 +73,21 @@ def metric_series(records: list[dict[str, Any]]) -> dict[str, tuple[np.ndarray, 
 
 
 def stage_changes(records: list[dict[str, Any]]) -> list[tuple[float, str]]:
-    """(step, stage) where the ``stage`` field takes a new value, the first record's stage included."""
+    """(global step, stage) where the ``stage`` field takes a new value, the first record's stage included."""
+    offsets = stage_offsets(records)
     changes: list[tuple[float, str]] = []
     for index, record in enumerate(records):
         if "stage" not in record:
             continue
         stage = str(record["stage"])
         if not changes or changes[-1][1] != stage:
-            step = _as_number(record.get("step", index))
-            changes.append((float(index) if step is None else step, stage))
+            changes.append((offsets[stage] if stage in offsets else _global_step(record, index, offsets), stage))
     return changes
 
 
-def _panel_of(key: str) -> str:
+def panel_of(key: str) -> str:
     for prefix, title in PANELS:
-        if key.startswith(prefix):
+        if key.startswith(prefix):  # str.startswith takes a tuple of prefixes too
             return title
     return "other"
 
@@ -78,17 +105,17 @@ def _draw_panel(ax: Axes, title: str, series: dict[str, tuple[np.ndarray, np.nda
         ax.axvline(step, color="grey", linestyle=":", linewidth=1)
         ax.text(step, 1.0, f" {stage}", transform=ax.get_xaxis_transform(), fontsize=7, va="top", color="grey")
     ax.set_title(title, fontsize=9)
-    ax.set_xlabel("step", fontsize=8)
+    ax.set_xlabel("step (stages one after another)", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
 
 
 def plot_training_curves(run: str | Path, out_path: str | Path | None = None) -> Path:
     """Plot ``<run>/metrics.jsonl`` (or a metrics file given directly) to a PNG; returns its path.
 
-    Panels: losses (``loss/*``), learning rate (``lr*``), eval metrics (``eval/*``), other numeric keys;
-    vertical lines mark stage changes. Default output: ``curves.png`` next to the metrics file.
+    One panel per scale (``PANELS``: losses, learning rate, AP, EPA/MR, metres, counts, ...), legends
+    outside the plots, the stages one after another on one step axis, marked by vertical lines. Default output: ``curves.png`` next to the metrics file.
     """
     run = Path(run)
     metrics_path = run / "metrics.jsonl" if run.is_dir() else run
@@ -100,11 +127,11 @@ def plot_training_curves(run: str | Path, out_path: str | Path | None = None) ->
         raise ValueError(f"{metrics_path} holds no numeric metrics to plot ({len(records)} records)")
     grouped: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     for key, xy in series.items():
-        grouped.setdefault(_panel_of(key), {})[key] = xy
+        grouped.setdefault(panel_of(key), {})[key] = xy
     order = [title for _, title in PANELS if title in grouped] + (["other"] if "other" in grouped else [])
     columns = min(2, len(order))
     rows = math.ceil(len(order) / columns)
-    fig = Figure(figsize=(6 * columns, 3.6 * rows), dpi=100, layout="constrained")
+    fig = Figure(figsize=(7.5 * columns, 3.6 * rows), dpi=100, layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     stages = stage_changes(records)
     for ax, title in zip(axes, order):
