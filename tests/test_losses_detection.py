@@ -57,3 +57,12 @@ def test_box_loss_rejects_wrong_code_weights():
 def test_loss_config_rejects_bad_weights(kwargs):
     with pytest.raises(ValueError):
         TaskLossConfig(**kwargs)
+
+
+def test_min_radius_is_stated_in_metres_and_rounded_to_cells():
+    cfg = TaskLossConfig()
+    assert cfg.min_radius_cells(0.8) == 2  # CenterPoint's 2 cells at Waymo's 0.8 m
+    assert cfg.min_radius_cells(1.6) == 1 and cfg.min_radius_cells(6.0) == 1
+    assert TaskLossConfig(min_radius_m=0.0).min_radius_cells(0.8) == 0
+    with pytest.raises(ValueError, match="min_radius_m"):
+        TaskLossConfig(min_radius_m=-1.0)

@@ -40,7 +40,8 @@ def detection_losses(output: ModelOutput, batch: Batch, geometry: BevGeometry,
         raise ValueError("output has no detection predictions; run the model with heads containing 'det'")
     cells, usable = objects_on_map(batch.gt_boxes, batch.gt_mask, geometry)
     targets = heatmap_targets(batch.gt_boxes.float(), batch.gt_classes, usable, cells, geometry,
-                              output.heatmap.shape[1], min_overlap=config.min_overlap, min_radius=config.min_radius)
+                              output.heatmap.shape[1], min_overlap=config.min_overlap,
+                              min_radius=config.min_radius_cells(geometry.cell_x))
     return (centre_focal_loss(output.heatmap, targets),
             box_regression_loss(output.box_codes, batch.gt_boxes, cells, usable, geometry,
                                 torch.tensor(config.code_weights)))
