@@ -18,7 +18,7 @@ Predict = Callable[[Batch], list[SceneDetections]]
 def render_samples(batches: Iterable[Batch], out_dir: str | Path, *, grid: GridConfig,
                    predict: Predict | None = None, config: BevPlotConfig | None = None, max_samples: int = 8,
                    gif: bool = False, fps: float = 2.0) -> list[Path]:
-    """Draw up to ``max_samples`` scenes as ``<out_dir>/<key>.png`` (+ ``<out_dir>/samples.gif``).
+    """Draw up to ``max_samples`` distinct scenes (by key) as ``<out_dir>/<key>.png`` (+ ``<out_dir>/samples.gif``).
 
     predict: called once per batch; None draws ground truth only. Returns the written files.
     """
@@ -35,6 +35,8 @@ def render_samples(batches: Iterable[Batch], out_dir: str | Path, *, grid: GridC
         for scene in range(batch.num_scenes):
             if len(frames) == max_samples:
                 break
+            if any(b.keys[s] == batch.keys[scene] for b, s, _ in frames):  # a loader's padding repeats samples
+                continue
             det = detections[scene] if detections is not None else None
             written.append(render_bev_png(out_dir / f"{batch.keys[scene]}.png", batch, scene, det,
                                           grid=grid, config=config))
