@@ -12,7 +12,7 @@ from tests.batch_factory import make_batch
 from tests.test_model_fusion import drop_agent
 from trainer.losses import TaskLossConfig, task_losses
 
-STEPS = 25
+STEPS = 50
 HIDDEN = 3
 
 
