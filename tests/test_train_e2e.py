@@ -137,3 +137,26 @@ def test_plain_engine_two_processes_uses_ddp(tiny_data, tmp_path):
     _ok(result)
     assert "engine: plain [DistributedType.MULTI_CPU]" in result.stdout
     assert sorted(_losses(run)) == [1, 2]
+
+
+@pytest.mark.parametrize("engine", ["zero1", "zero2", "zero3", "plain"])
+def test_gradient_accumulation_steps_the_optimizer_once_per_loop_step(engine, tiny_data, tmp_path):
+    """Accumulation 2 on 2 processes: the optimizer steps once per loop step (DeepSpeed's global_steps, or
+    AdamW's step count on the plain engine), and the learning rate follows the schedule of the loop's steps."""
+    run = tmp_path / "run"
+    chosen = ["distributed.engine=plain"] if engine == "plain" else \
+        [f"distributed.deepspeed_config=ds_configs/zero{engine[-1]}.json"]
+    args = [*MULTITASK, *base_overrides(*tiny_data, run, steps=3), "optim.grad_accum_steps=2", "optim.warmup_steps=2",
+            "stages.finetune.evaluate=false", *chosen]
+    _ok(run_train("accelerate", 2, args))
+    last = run / "finetune" / "checkpoints" / "step_000003"
+    if engine == "plain":
+        state = torch.load(last / "optimizer.bin", weights_only=True)["state"]
+        assert {float(s["step"]) for s in state.values()} == {3.0}
+    else:
+        model_states = sorted((last / "pytorch_model").glob("*mp_rank_00_model_states.pt"))  # ZeRO-3: per rank
+        states = torch.load(model_states[0], weights_only=True)
+        assert states["global_steps"] == 3 and states["global_samples"] == 3 * 2 * 2  # steps x accum x ranks
+    lrs = {r["step"]: r["lr"] for r in read_metrics(run / "metrics.jsonl") if "lr" in r}
+    base = 2e-3  # OptimConfig.lr; warm-up of 2 steps, then a cosine to 0.05 x at step 3
+    assert lrs == pytest.approx({1: base * 2 / 3, 2: base, 3: base * 0.05})

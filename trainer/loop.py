@@ -139,11 +139,11 @@ def train_stage(ctx: StageContext, module: TrainingModule) -> tuple[TrainState, 
                                        f"loss (limit loop.max_nonfinite_in_row={cfg.loop.max_nonfinite_in_row})")
             continue
         nonfinite_in_row = 0
+        micro += 1
         if param_pcgrad is not None:
             param_pcgrad.backward(list(result.task_losses))
         else:
-            rt.backward(loss)
-        micro += 1
+            rt.backward(loss, boundary=micro % accum == 0)
         window_samples += batch.num_scenes
         state.samples_seen += batch.num_scenes
         if micro % accum:

@@ -193,6 +193,9 @@ class Runtime:
             deepspeed_plugin=plugin,
             mixed_precision=_ACCELERATE_PRECISION[cfg.precision],
             gradient_accumulation_steps=cfg.optim.grad_accum_steps,
+            # The schedule counts optimizer steps (``stages.X.steps``); by default Accelerate would step
+            # it once per process at every optimizer step, running it world_size times too fast.
+            step_scheduler_with_optimizer=False,
             kwargs_handlers=handlers,
         )
         runtime = cls(accelerator, zero_stage)
@@ -266,7 +269,17 @@ class Runtime:
             _register_sparse_conv_weights(engine.module)
         return engine, optimizer, scheduler
 
-    def backward(self, loss: torch.Tensor) -> None:
+    def backward(self, loss: torch.Tensor, *, boundary: bool = True) -> None:
+        """Back-propagate one micro-batch; ``boundary`` says whether it is the last one of an optimizer step.
+
+        The runtime owns the accumulation boundary for both engines. Under DeepSpeed, Accelerate's backward
+        sets DeepSpeed's boundary from ``sync_gradients`` and calls ``engine.step()`` (optimizer, scheduler,
+        zero-grad) when it is True; left alone that flag stays True outside ``accelerator.accumulate()``,
+        so every micro-batch would be an optimizer step. Setting it here makes DeepSpeed step exactly at the
+        loop's boundaries. On the plain engine Accelerate divides the loss by the accumulation steps and
+        the loop steps the optimizer at the boundary.
+        """
+        self.accelerator.gradient_state._set_sync_gradients(boundary)
         self.accelerator.backward(loss)
 
     def clip_and_norm(self, model: Any, max_norm: float) -> float | None:
