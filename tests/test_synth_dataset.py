@@ -80,14 +80,17 @@ def test_points_are_in_sensor_frame_and_land_on_labelled_boxes(tmp_path):
     assert hits > 100
 
 
-def test_same_seed_is_byte_identical_and_scenarios_do_not_depend_on_count(tmp_path):
+def test_same_seed_is_byte_identical_and_scenarios_do_not_depend_on_count_or_workers(tmp_path):
     generate_dataset(tiny(), tmp_path / "a", progress=False)
-    generate_dataset(tiny(), tmp_path / "b", progress=False)
+    folders = generate_dataset(tiny(), tmp_path / "b", progress=False, workers=2)  # two spawned processes
+    assert folders == [tmp_path / "b" / scenario_name(0, k) for k in range(tiny().num_scenarios)]
     generate_dataset(tiny(num_scenarios=1), tmp_path / "c", progress=False)
     generate_dataset(tiny(seed=1, num_scenarios=1), tmp_path / "d", progress=False)
     a, b, c, d = (_digest(tmp_path / n) for n in "abcd")
     assert a == b
     assert c == {k: v for k, v in a.items() if k.startswith(scenario_name(0, 0))}
+    with pytest.raises(ValueError, match="workers"):
+        generate_dataset(tiny(), tmp_path / "e", workers=0)
     first_bin = lambda digest: [v for k, v in sorted(digest.items()) if k.endswith(".bin")][0]  # noqa: E731
     assert first_bin(d) != first_bin(c)
 

@@ -67,7 +67,8 @@ def prepare_synthetic(cfg: SyntheticDataConfig, *, max_agents: int, history: int
     shutil.rmtree(tmp, ignore_errors=True)
     for split, seed, count in (("train", cfg.seed, cfg.train_scenarios), ("val", cfg.seed + 1000, cfg.val_scenarios)):
         raw = tmp / "raw" / split
-        generate_dataset(SynthConfig(seed=seed, num_scenarios=count, num_frames=cfg.frames), raw, progress=False)
+        generate_dataset(SynthConfig(seed=seed, num_scenarios=count, num_frames=cfg.frames), raw, progress=False,
+                         workers=os.cpu_count() or 1)
         summary = convert(raw, str(tmp / "shards" / f"{split}-%06d.tar"),
                           ConvertConfig(max_agents=max_agents, history=history, sample_stride=cfg.sample_stride),
                           maxcount=64, progress=False)

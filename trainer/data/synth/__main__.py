@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LiDAR horizontal resolution (degrees)")
     p.add_argument("--range", type=float, default=vehicle.range_max, help="LiDAR range limit (m)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="processes generating scenarios in parallel (default: the CPU count)")
     return p
 
 
@@ -56,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         parser.error(str(err))
     start = time.perf_counter()
-    folders = generate_dataset(cfg, args.out, progress=not args.quiet)
+    folders = generate_dataset(cfg, args.out, progress=not args.quiet, workers=args.workers)
     agent_frames = cfg.num_scenarios * cfg.num_frames * (cfg.num_cavs + cfg.num_infra)
     print(f"wrote {len(folders)} scenarios ({agent_frames} agent-frames) to {args.out} "
           f"in {time.perf_counter() - start:.1f} s", file=sys.stderr)
