@@ -53,6 +53,15 @@ def test_bad_overrides_name_the_key(override, message):
         load_config(None, override)
 
 
+def test_an_override_of_an_undeclared_stage_is_an_error_unless_it_gives_the_task():
+    with pytest.raises(ConfigError, match="stage 'fintune'.*did you mean 'finetune'.*stages.fintune.task="):
+        load_config(None, ["stages.fintune.steps=500"])
+    with pytest.raises(ConfigError, match="stage 'extra', which the recipe does not declare"):
+        load_config("recipes/multitask.yaml", ["stages.extra.steps=5"])
+    cfg = load_config("recipes/multitask.yaml", ["stages.extra.task=detection", "stages.extra.steps=5"])
+    assert list(cfg.stages) == ["finetune", "extra"] and cfg.stages["extra"].steps == 5
+
+
 def test_malformed_yaml_names_the_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("stages:\n  a: [unclosed\n")
@@ -161,3 +170,16 @@ def test_ego_only_and_current_frame_views():
     assert (now.voxel_coords[:, 0].long() % t == t - 1).all()
     assert not now.frame_mask[..., :-1].any() and torch.equal(now.frame_mask[..., -1], batch.frame_mask[..., -1])
     assert torch.equal(now.gt_boxes, batch.gt_boxes)
+
+
+def test_wandb_project_and_entity_are_configurable():
+    from trainer.config import wandb_init_kwargs
+
+    run = Path("runs/turbotrain-20261201T000000")
+    assert wandb_init_kwargs(load_config(None).loop, run) is None
+    loop = load_config(None, ["loop.wandb=true"]).loop
+    assert wandb_init_kwargs(loop, run) == {"project": "turbotrain", "name": run.name}
+    loop = load_config(None, ["loop.wandb=true", "loop.wandb_project=v2x", "loop.wandb_entity=lab"]).loop
+    assert wandb_init_kwargs(loop, run) == {"project": "v2x", "entity": "lab", "name": run.name}
+    with pytest.raises(ConfigError, match="wandb_project"):
+        load_config(None, ["loop.wandb=true", "loop.wandb_project="])

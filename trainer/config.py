@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -131,6 +131,10 @@ class LoopConfig:
     """Log through Accelerate's TensorBoard tracker (``<run>/tb``)."""
     wandb: bool = False
     """Also log to Weights & Biases (needs ``pip install wandb``)."""
+    wandb_project: str = "turbotrain"
+    """W&B project every run of this config logs to (each run is one W&B run, named after its directory)."""
+    wandb_entity: str = ""
+    """W&B entity (team or user) of the project; empty: W&B's default entity."""
     progress_bar: bool = True
     """tqdm progress bar on the main process."""
     pictures: int = 4
@@ -141,8 +145,20 @@ class LoopConfig:
         for name in ("log_every", "checkpoint_every", "keep_last", "max_nonfinite_in_row"):
             if getattr(self, name) < 1:
                 raise ValueError(f"loop.{name} must be >= 1, got {getattr(self, name)}")
+        if self.wandb and not self.wandb_project:
+            raise ValueError("loop.wandb_project must be non-empty when loop.wandb is on")
         if self.eval_every < 0 or self.eval_batches < 0 or self.pictures < 0:
             raise ValueError("loop.eval_every, loop.eval_batches and loop.pictures must be >= 0")
+
+
+def wandb_init_kwargs(loop: LoopConfig, run_dir: Path) -> dict[str, Any] | None:
+    """``wandb.init`` arguments of a run (project, entity, run name), or None when W&B is off."""
+    if not loop.wandb:
+        return None
+    kwargs: dict[str, Any] = {"project": loop.wandb_project, "name": run_dir.name}
+    if loop.wandb_entity:
+        kwargs["entity"] = loop.wandb_entity
+    return kwargs
 
 
 @dataclass(kw_only=True)

@@ -5,6 +5,7 @@ Every failure is a ``ConfigError`` whose message names the file or the key at fa
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Sequence
 
@@ -54,10 +55,25 @@ def _describe(err: OmegaConfBaseException) -> str:
     return f"key '{key}': {first_line}" if key else first_line
 
 
+def check_stage_overrides(recipe: DictConfig, cli: DictConfig) -> None:
+    """An override may only name a stage the recipe declares, unless it adds one explicitly by giving its
+    task (``stages.NAME.task=...``): a misspelt stage would otherwise train as a new stage from fresh weights."""
+    declared = list(recipe.get("stages") or {})
+    for name, fields in (cli.get("stages") or {}).items():
+        if name in declared or (isinstance(fields, DictConfig) and "task" in fields):
+            continue
+        close = difflib.get_close_matches(str(name), declared, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ConfigError(f"override names stage '{name}', which the recipe does not declare (its stages: "
+                          f"{', '.join(declared) or 'none'}); {hint}to add a stage, give its task: "
+                          f"stages.{name}.task=<pretrain|detection|prediction|multitask>")
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
     """The validated config of recipe ``path`` (default: the TurboTrain recipe) with ``overrides``."""
     recipe = _read_yaml(Path(path) if path else DEFAULT_RECIPE)
     cli = _parse_overrides(overrides)
+    check_stage_overrides(recipe, cli)
     size = OmegaConf.select(OmegaConf.merge(recipe, cli), "model_size", default="tiny")
     if size not in MODEL_SIZES:
         raise ConfigError(f"key 'model_size': must be one of {MODEL_SIZES}, got {size!r}")

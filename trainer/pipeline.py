@@ -13,7 +13,7 @@ import torch
 from models.v2x_model import V2XModel
 from trainer.balancing.config import build_task_fork
 from trainer.checkpoint import latest_checkpoint
-from trainer.config import StageConfig, TrainConfig
+from trainer.config import StageConfig, TrainConfig, wandb_init_kwargs
 from trainer.config_io import to_yaml
 from trainer.data.loader import build_loader
 from trainer.eval.table import format_table
@@ -77,7 +77,7 @@ def run_pipeline(cfg: TrainConfig) -> dict[str, Any]:
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
     log(f"run directory: {run_dir}  (processes: {rt.world_size}, device: {rt.device}, "
         f"engine: {cfg.distributed.engine} [{rt.accelerator.distributed_type}], precision: {cfg.precision})")
-    rt.attach_trackers(run_dir, tensorboard=cfg.loop.tensorboard, wandb=cfg.loop.wandb,
+    rt.attach_trackers(run_dir, tensorboard=cfg.loop.tensorboard, wandb=wandb_init_kwargs(cfg.loop, run_dir),
                        config={"run_dir": str(run_dir), "model_size": cfg.model_size, "precision": cfg.precision,
                                "stages": ",".join(cfg.stages)})
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=rt.is_main)

@@ -303,17 +303,20 @@ class Runtime:
         """Drop the prepared engine/optimizer references so the next stage can prepare anew."""
         self.accelerator.free_memory()
 
-    def attach_trackers(self, run_dir: Path, *, tensorboard: bool, wandb: bool, config: dict[str, Any]) -> None:
+    def attach_trackers(self, run_dir: Path, *, tensorboard: bool, wandb: dict[str, Any] | None,
+                        config: dict[str, Any]) -> None:
         """Accelerate trackers writing under the run directory (decided after the Accelerator exists,
-        so they are attached here rather than through ``Accelerator(log_with=...)``)."""
+        so they are attached here rather than through ``Accelerator(log_with=...)``). ``wandb``: the
+        ``wandb.init`` arguments (``wandb_init_kwargs``), or None for no W&B."""
         if not self.is_main:
             return
         from accelerate.tracking import TensorBoardTracker, WandBTracker
 
         if tensorboard:
             self.accelerator.trackers.append(TensorBoardTracker("tb", str(run_dir)))
-        if wandb:
-            self.accelerator.trackers.append(WandBTracker(run_dir.name))
+        if wandb is not None:
+            project, kwargs = wandb["project"], {k: v for k, v in wandb.items() if k != "project"}
+            self.accelerator.trackers.append(WandBTracker(project, **kwargs))
         for tracker in self.accelerator.trackers:
             tracker.start()
             tracker.store_init_configuration(config)
