@@ -82,7 +82,7 @@ def test_points_are_in_sensor_frame_and_land_on_labelled_boxes(tmp_path):
 
 def test_same_seed_is_byte_identical_and_scenarios_do_not_depend_on_count_or_workers(tmp_path):
     generate_dataset(tiny(), tmp_path / "a", progress=False)
-    folders = generate_dataset(tiny(), tmp_path / "b", progress=False, workers=2)  # two spawned processes
+    folders = generate_dataset(tiny(), tmp_path / "b", progress=False, workers=2)  # two worker processes
     assert folders == [tmp_path / "b" / scenario_name(0, k) for k in range(tiny().num_scenarios)]
     generate_dataset(tiny(num_scenarios=1), tmp_path / "c", progress=False)
     generate_dataset(tiny(seed=1, num_scenarios=1), tmp_path / "d", progress=False)

@@ -16,7 +16,9 @@ def generate_dataset(cfg: SynthConfig, out_dir: Path, *, progress: bool = True, 
     """Write ``cfg.num_scenarios`` scenarios under ``out_dir`` in the OpenCOOD layout; returns their folders.
 
     Scenario k depends only on (``cfg.seed``, k), so a dataset of N scenarios is a prefix of one of N + 1,
-    and ``workers`` processes (spawned, one scenario at a time each) write exactly the files one does.
+    and ``workers`` processes (one scenario at a time each) write exactly the files one does. The workers are
+    forked where the platform can (they run numpy only, so a parent's torch threads do not matter, and the
+    caller's ``__main__`` need not be importable), else spawned.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -26,7 +28,8 @@ def generate_dataset(cfg: SynthConfig, out_dir: Path, *, progress: bool = True, 
         if workers == 1 or cfg.num_scenarios == 1:
             return [simulate_scenario(cfg, index, out_dir, on_frame=lambda: bar.update(1))
                     for index in range(cfg.num_scenarios)]
-        context = multiprocessing.get_context("spawn")  # no fork of a parent that may hold OpenMP threads
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         with ProcessPoolExecutor(min(workers, cfg.num_scenarios), mp_context=context) as pool:
             futures = [pool.submit(simulate_scenario, cfg, index, out_dir) for index in range(cfg.num_scenarios)]
             folders = []
