@@ -49,11 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     from trainer.loop import Preempted, TrainingDiverged
     from trainer.pipeline import run_pipeline
+    from trainer.run_dir import RunDirError
     from trainer.runtime import LaunchConfigError
 
     try:
         results = run_pipeline(cfg)
-    except LaunchConfigError as err:
+    except (LaunchConfigError, RunDirError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except TrainingDiverged as err:

@@ -160,3 +160,16 @@ def test_gradient_accumulation_steps_the_optimizer_once_per_loop_step(engine, ti
     lrs = {r["step"]: r["lr"] for r in read_metrics(run / "metrics.jsonl") if "lr" in r}
     base = 2e-3  # OptimConfig.lr; warm-up of 2 steps, then a cosine to 0.05 x at step 3
     assert lrs == pytest.approx({1: base * 2 / 3, 2: base, 3: base * 0.05})
+
+
+def test_resume_with_a_changed_config_is_refused_unless_allowed(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    args = [*MULTITASK, *base_overrides(*tiny_data, run, steps=2), "stages.finetune.evaluate=false"]
+    _ok(run_train("python", 1, args))
+    changed = run_train("python", 1, [*args, "stages.finetune.steps=3", "optim.lr=1e-3"])
+    assert changed.returncode == 2, changed.stderr[-2000:]
+    assert "optim.lr: 0.002 -> 0.001" in changed.stdout and "stages.finetune.steps: 2 -> 3" in changed.stdout
+    assert "run.allow_config_change=true" in changed.stderr
+    assert "steps: 2\n" in (run / "config.yaml").read_text()  # the saved config is left as it was
+    _ok(run_train("python", 1, [*args, "stages.finetune.steps=3", "optim.lr=1e-3", "run.allow_config_change=true"]))
+    assert "steps: 3\n" in (run / "config.yaml").read_text()

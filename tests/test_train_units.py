@@ -183,3 +183,12 @@ def test_wandb_project_and_entity_are_configurable():
     assert wandb_init_kwargs(loop, run) == {"project": "v2x", "entity": "lab", "name": run.name}
     with pytest.raises(ConfigError, match="wandb_project"):
         load_config(None, ["loop.wandb=true", "loop.wandb_project="])
+
+
+def test_config_changes_list_every_differing_leaf():
+    from trainer.run_dir import config_changes
+
+    saved = "optim:\n  lr: 0.002\nstages:\n  a:\n    steps: 2\nrun:\n  allow_config_change: false\n"
+    now = "optim:\n  lr: 0.001\nstages:\n  a:\n    steps: 2\n  b:\n    steps: 1\nrun:\n  allow_config_change: true\n"
+    assert config_changes(saved, now) == ["optim.lr: 0.002 -> 0.001", "stages.b.steps: (absent) -> 1"]
+    assert config_changes(saved, saved) == []

@@ -44,6 +44,9 @@ class RunConfig:
     non-empty ``dir``."""
     seed: int = 0
     """Seed of model init, data order, augmentation and masking."""
+    allow_config_change: bool = False
+    """Resume a run directory even when the config differs from its ``config.yaml`` (the differences are
+    printed either way; without this flag they stop the run before training)."""
 
     def __post_init__(self) -> None:
         if self.resume not in ("auto", "never"):

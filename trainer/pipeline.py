@@ -23,7 +23,7 @@ from trainer.faults import FaultInjector
 from trainer.freezing import apply_freeze, load_initial_weights
 from trainer.loop import StageContext, step_seed, train_stage
 from trainer.metrics_log import MetricsLog
-from trainer.run_dir import decide_run_dir
+from trainer.run_dir import CONFIG_FILE, RunDirError, decide_run_dir, resumed_config_changes
 from trainer.runtime import Runtime
 from trainer.signals import PreemptionWatcher
 from trainer.synthetic_data import prepare_synthetic, shard_patterns
@@ -73,8 +73,15 @@ def run_pipeline(cfg: TrainConfig) -> dict[str, Any]:
     log = (lambda msg: print(msg, flush=True)) if rt.is_main else (lambda msg: None)
     run_dir = decide_run_dir(cfg.run, is_main=rt.is_main, broadcast=rt.broadcast_object)
     cfg = resolve_data(cfg, rt)
+    changes = rt.broadcast_object(resumed_config_changes(run_dir, to_yaml(cfg)) if rt.is_main else None)
+    if changes:
+        log(f"the config differs from {run_dir / CONFIG_FILE}, which this run directory was started with:\n  "
+            + "\n  ".join(changes))
+        if not cfg.run.allow_config_change:
+            raise RunDirError(f"{len(changes)} config value(s) differ from {run_dir / CONFIG_FILE} (listed above); "
+                              "pass run.allow_config_change=true to resume with them, or use another run.dir")
     if rt.is_main:
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        (run_dir / CONFIG_FILE).write_text(to_yaml(cfg))
     log(f"run directory: {run_dir}  (processes: {rt.world_size}, device: {rt.device}, "
         f"engine: {cfg.distributed.engine} [{rt.accelerator.distributed_type}], precision: {cfg.precision})")
     rt.attach_trackers(run_dir, tensorboard=cfg.loop.tensorboard, wandb=wandb_init_kwargs(cfg.loop, run_dir),
