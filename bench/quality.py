@@ -23,9 +23,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import yaml  # noqa: E402
-
 from bench.common import RESULTS_DIR, machine_info, markdown_table, median_and_spread, run_train  # noqa: E402
+from trainer.checkpoint_io import run_stage_names  # noqa: E402
+from trainer.data.config import DataConfig  # noqa: E402
 from trainer.metrics_log import read_metrics  # noqa: E402
 
 RECIPE = "recipes/turbotrain.yaml"
@@ -39,14 +39,14 @@ BUDGETS: dict[str, dict[str, Any]] = {
                         "on 2 cores)"},
 }
 LOWER_IS_BETTER = ("minADE", "minFDE", "MR")
-CLASSES = ("vehicle", "pedestrian", "truck")
+CLASSES = tuple(group.name for group in DataConfig().classes)
 COLUMNS = [f"AP@{t}/{c}" for t in ("0.3", "0.5", "0.7") for c in CLASSES] + \
           ["AP@0.3", "AP@0.5", "AP@0.7", "EPA", "minADE", "minFDE", "MR"]
 
 
 def final_eval(run_dir: Path) -> dict[str, float]:
     """The last stage's final evaluation of a completed run (its ``final.json``)."""
-    last = list(yaml.safe_load((run_dir / "config.yaml").read_text())["stages"])[-1]
+    last = run_stage_names(run_dir)[-1]
     record = json.loads((run_dir / last / "final.json").read_text())
     if not record.get("eval"):
         raise ValueError(f"{run_dir}: the last stage ({last}) has no final evaluation")
@@ -117,7 +117,7 @@ def main() -> int:
             (run_dir / "bench_wall_s.json").write_text(json.dumps(time.perf_counter() - start))
         try:
             runs[seed] = {"eval": final_eval(run_dir), "wall_s": wall_seconds(run_dir)}
-        except (OSError, ValueError, KeyError, IndexError, yaml.YAMLError) as err:
+        except (OSError, ValueError, KeyError, IndexError) as err:  # CheckpointError is a ValueError
             print(f"error: seed {seed}: no completed run in {run_dir} ({err})", file=sys.stderr)
             return 2
     report = render(args.budget, runs)

@@ -31,8 +31,8 @@ from trainer.config import StageConfig, TrainConfig
 from trainer.config_io import ConfigError, load_config
 from trainer.export import DS_TAG, load_exported, model_state_from_checkpoint
 from trainer.evaluation import predict_scenes
+from trainer.run_dir import CONFIG_FILE as RUN_CONFIG
 
-RUN_CONFIG = "config.yaml"
 CHECKPOINTS = "checkpoints"
 ENGINE_MARKERS = (DS_TAG, "pytorch_model.bin", "model.safetensors")
 KINDS = ("exported", "engine")
