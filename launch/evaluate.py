@@ -159,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         source, metrics = evaluate(args, rank=rank, world_size=world_size)
+        if world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()  # tear the process group down together: a rank leaving early could abort in gloo
     except CheckpointError as err:
         where = f"[rank {rank}] " if world_size > 1 else ""  # every rank: a rank-specific failure is visible too
         print(f"{where}error: {err}", file=sys.stderr)

@@ -107,7 +107,9 @@ def test_evaluate_two_processes_equals_one(one_process_eval, run, two_val_shards
     assert result.stdout.count("num_frames=") == 1  # rank 0 alone prints the table
     record = json.loads(out.read_text())
     assert record["processes"] == 2
-    assert record["metrics"] == pytest.approx(one_process_eval["metrics"], abs=1e-9)
+    # each process runs the model on other batch compositions, whose float32 convolutions may round differently
+    # (minADE was seen 4.6e-9 apart); 1e-6 as for exported weights above, far below any metric's resolution
+    assert record["metrics"] == pytest.approx(one_process_eval["metrics"], abs=1e-6)
 
 
 def test_evaluate_two_processes_one_rank_without_data_fails_on_both_without_hanging(run, tiny_data, tmp_path):
