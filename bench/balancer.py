@@ -27,7 +27,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from batch_factory import make_batch  # noqa: E402
 
 from models.balancer import BalancerConfig, ConflictFork  # noqa: E402
-from models.config import model_config  # noqa: E402
+from models.config import MODEL_SIZES, model_config  # noqa: E402
 from models.fork import TaskFork  # noqa: E402
 from models.v2x_model import V2XModel  # noqa: E402
 from trainer.balancing import ParamPCGrad  # noqa: E402
@@ -73,7 +73,7 @@ def rule_cost(fork: ConflictFork, model: V2XModel, batch, device: torch.device, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", default="tiny", choices=["tiny", "base", "large"], help="model preset")
+    parser.add_argument("--size", default="tiny", choices=MODEL_SIZES, help="model preset")
     parser.add_argument("--scenes", type=int, default=2, help="scenes per batch")
     parser.add_argument("--repeats", type=int, default=15, help="timed steps per method")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per method")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from models.grid import GridConfig
 
 ENCODER_KINDS = ("spconv", "pillars")
-MODEL_SIZES = ("tiny", "base", "large")
+MODEL_SIZES = ("tiny", "small", "base", "large")
 
 
 @dataclass(kw_only=True)
@@ -51,6 +51,10 @@ class ModelConfig:
     """Hidden width of attention feed-forward layers, as a multiple of bev_channels."""
     head_channels: int = 64
     """Hidden channels of the detection / prediction / reconstruction heads."""
+    head_upsample: int = 1
+    """Upsampling (1 or 2) of Z before the detection and prediction heads: their maps have cells of
+    ``bev_stride / head_upsample`` voxels (a transposed-conv neck, as CenterPoint's), while temporal and
+    agent fusion, attention and the reconstruction decoder stay on the coarser fusion cells."""
     recon_points: int = 20
     """Points the stage-1 reconstruction decoder predicts per BEV cell."""
 
@@ -71,6 +75,9 @@ class ModelConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.bev_channels % self.num_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must divide bev_channels ({self.bev_channels})")
+        if self.head_upsample not in (1, 2) or self.bev_stride % self.head_upsample:
+            raise ValueError(f"head_upsample must be 1 or 2 and divide the BEV stride {self.bev_stride}, "
+                             f"got {self.head_upsample}")
         _, ny, nx = self.grid.shape_zyx
         if ny % self.bev_stride or nx % self.bev_stride:
             raise ValueError(f"grid of {ny}x{nx} voxels is not divisible by the BEV stride {self.bev_stride} "
@@ -82,6 +89,11 @@ class ModelConfig:
         return math.prod(self.sparse_strides)
 
     @property
+    def head_stride(self) -> int:
+        """Voxels per cell of the detection and prediction heads' maps along x and y."""
+        return self.bev_stride // self.head_upsample
+
+    @property
     def bev_shape(self) -> tuple[int, int]:
         """(H, W) of the BEV maps: H along y, W along x."""
         _, ny, nx = self.grid.shape_zyx
@@ -89,13 +101,16 @@ class ModelConfig:
 
 
 def model_config(size: str) -> ModelConfig:
-    """A fresh preset: ``tiny`` (CPU tests, x/y +-32 m, 1.6 m cells), ``base`` (paper scale, x +-70.4 m,
+    """A fresh preset: ``tiny`` (tests: x/y +-32 m, 0.8 m voxels, 1.6 m cells, 16 channels), ``small`` (the
+    CPU-scale model of the default job: tiny's grid and encoder at twice the BEV and head width, which costs
+    about 12% more per step and trains far better; docs/MODEL.md), ``base`` (paper scale, x +-70.4 m,
     y +-40 m, 0.8 m cells) or ``large`` (base grid, wider channels, two windowed-attention block pairs)."""
-    if size == "tiny":
+    if size in ("tiny", "small"):
         grid = GridConfig(x_range=[-32.0, 32.0], y_range=[-32.0, 32.0], z_range=[-3.0, 1.0],
                           voxel_size=[0.8, 0.8, 1.0], max_points_per_voxel=4, max_voxels=6000)
-        return ModelConfig(grid=grid, sparse_channels=[8, 16], sparse_strides=[1, 2], bev_channels=16,
-                           num_heads=2, window_size=8, head_channels=16)
+        width = 16 if size == "tiny" else 32
+        return ModelConfig(grid=grid, sparse_channels=[8, 16], sparse_strides=[1, 2], bev_channels=width,
+                           num_heads=2, window_size=8, head_channels=width)
     if size == "base":
         return ModelConfig()
     if size == "large":

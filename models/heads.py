@@ -19,6 +19,20 @@ def conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), Fp32BatchNorm(c_out, eps=1e-5), nn.ReLU(inplace=True))
 
 
+class HeadNeck(nn.Module):
+    """Z [B, C, H, W] -> [B, C, H*f, W*f]: a stride-f transposed convolution + batch norm + ReLU
+    (CenterPoint's up-sampling neck); the identity for f = 1."""
+
+    def __init__(self, channels: int, factor: int) -> None:
+        super().__init__()
+        self.up = nn.Identity() if factor == 1 else nn.Sequential(
+            nn.ConvTranspose2d(channels, channels, factor, stride=factor, bias=False),
+            Fp32BatchNorm(channels, eps=1e-5), nn.ReLU(inplace=True))
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.up(z)
+
+
 class DetectionHead(nn.Module):
     """Per-class centre heatmap logits [B, K, H, W] and box codes [B, 8, H, W] (see ``models.box_coding``)."""
 

@@ -9,12 +9,26 @@ from torch import Tensor, nn
 
 from models.config import ModelConfig
 from models.encoder_common import Fp32BatchNorm, apply_mask_token, bev_output_block, check_voxel_coords
+from models.grid import GridConfig
 
 
-def voxel_mean_features(voxels: Tensor, num_points: Tensor) -> Tensor:
-    """voxels: [V, P, 4] zero-padded points, num_points: [V] -> [V, 4] mean (x, y, z, intensity) in fp32."""
+VOXEL_FEATURES = 7
+"""Mean (x, y, z, intensity) of a voxel's points, and that mean's offset from the voxel centre (x, y, z)."""
+
+
+def voxel_mean_features(voxels: Tensor, num_points: Tensor, coords: Tensor, grid: GridConfig) -> Tensor:
+    """voxels [V, P, 4] zero-padded points, num_points [V], coords [V, 4] (n, z, y, x) -> [V, 7] fp32.
+
+    The offsets are in voxel edges (-0.5..0.5 inside the voxel). Convolutions are translation-equivariant,
+    so absolute coordinates alone cannot tell them where in its voxel a point lies; at voxels of 0.4-0.8 m
+    that sub-voxel position is what places a pedestrian's box (as PointPillars' pillar-centre offsets do).
+    """
     counts = num_points.clamp_min(1).to(torch.float32)[:, None]
-    return voxels.float().sum(dim=1) / counts
+    mean = voxels.float().sum(dim=1) / counts
+    lower = torch.tensor([lo for lo, _ in grid.ranges], device=voxels.device)
+    size = torch.tensor(grid.voxel_size, device=voxels.device)
+    centre = lower + (coords[:, [3, 2, 1]].float() + 0.5) * size  # (x, y, z) of each voxel's centre
+    return torch.cat((mean, (mean[:, :3] - centre) / size), dim=1)
 
 
 def _conv_block(conv: spconv.SparseModule, channels: int) -> list[nn.Module]:
@@ -22,7 +36,7 @@ def _conv_block(conv: spconv.SparseModule, channels: int) -> list[nn.Module]:
 
 
 class SparseEncoder(nn.Module):
-    """Mean voxel features -> SubMConv3d / SparseConv3d stages -> dense [N, C, H, W] BEV maps.
+    """Mean voxel features with centre offsets -> SubMConv3d / SparseConv3d stages -> dense [N, C, H, W] BEV maps.
 
     Stage 0 runs two submanifold convs at voxel resolution; every later stage downsamples with a strided
     SparseConv3d (z by 2 while the height is > 1, x/y by ``sparse_strides``) then one submanifold conv.
@@ -31,10 +45,11 @@ class SparseEncoder(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        self.grid = config.grid
         self.spatial_shape = list(config.grid.shape_zyx)
         chans = config.sparse_channels
         layers: list[nn.Module] = []
-        layers += _conv_block(spconv.SubMConv3d(4, chans[0], 3, padding=1, bias=False, indice_key="subm0"), chans[0])
+        layers += _conv_block(spconv.SubMConv3d(VOXEL_FEATURES, chans[0], 3, padding=1, bias=False, indice_key="subm0"), chans[0])
         layers += _conv_block(spconv.SubMConv3d(chans[0], chans[0], 3, padding=1, bias=False, indice_key="subm0"),
                               chans[0])
         depth = self.spatial_shape[0]
@@ -49,7 +64,7 @@ class SparseEncoder(nn.Module):
         self.net = spconv.SparseSequential(*layers)
         self.out_depth = depth
         self.bev_hw = config.bev_shape
-        self.mask_token = nn.Parameter(torch.zeros(4))
+        self.mask_token = nn.Parameter(torch.zeros(VOXEL_FEATURES))
         self.compress = bev_output_block(chans[-1] * depth, config.bev_channels)
         self._convs = [m for m in self.net.modules() if isinstance(m, spconv.conv.SparseConvolution)]
         self._cuda_algo = self._convs[0].algo
@@ -90,7 +105,7 @@ class SparseEncoder(nn.Module):
                      else self.compress[0].weight.dtype)
         self._select_algo(device)
         with torch.autocast(device_type=device.type, enabled=False):
-            feats = voxel_mean_features(voxels, num_points)
+            feats = voxel_mean_features(voxels, num_points, coords, self.grid)
             feats = apply_mask_token(feats, voxel_mask, self.mask_token.float())
             if feats.shape[0] == 0:  # nothing seen at all: spconv cannot build an empty rulebook
                 channels = self.compress[0].in_channels // self.out_depth

@@ -11,7 +11,7 @@ from models.batch import Batch
 from models.bev import BevGeometry
 from models.config import ModelConfig
 from models.fork import TaskFork
-from models.heads import DetectionHead, PredictionHead, ReconstructionHead
+from models.heads import DetectionHead, HeadNeck, PredictionHead, ReconstructionHead
 from models.output import ModelOutput
 from models.pillar_encoder import PillarEncoder
 from models.sparse_encoder import SparseEncoder
@@ -23,7 +23,11 @@ HEAD_NAMES = ("det", "pred", "recon")
 
 class V2XModel(nn.Module):
     """Per agent-frame LiDAR encoder -> temporal fusion per agent -> agent fusion in the ego frame ->
-    windowed spatial attention -> Z -> ``task_fork`` -> detection / prediction heads (recon reads Z).
+    windowed spatial attention -> Z -> neck (``head_upsample``) -> ``task_fork`` -> detection / prediction
+    heads (recon reads Z).
+
+    ``geometry`` is the grid of the detection and prediction heads' maps (what losses and decoding read);
+    ``fusion_geometry`` is Z's, where fusion, attention and the reconstruction decoder run.
 
     ``task_fork`` is a plain attribute: assign a ``models.fork.TaskFork`` subclass to change how the
     detection and prediction gradients are combined.
@@ -32,7 +36,8 @@ class V2XModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.geometry = BevGeometry.from_grid(config.grid, config.bev_stride)
+        self.fusion_geometry = BevGeometry.from_grid(config.grid, config.bev_stride)
+        self.geometry = BevGeometry.from_grid(config.grid, config.head_stride)
         c = config.bev_channels
         self.encoder = SparseEncoder(config) if config.encoder == "spconv" else PillarEncoder(config)
         self.temporal = TemporalFusion(c, config.history, config.num_heads, config.ffn_ratio)
@@ -40,11 +45,13 @@ class V2XModel(nn.Module):
         shifts = [0, config.window_size // 2] * config.window_blocks
         self.spatial = nn.Sequential(*(WindowAttention(c, config.num_heads, config.window_size, s, config.ffn_ratio)
                                        for s in shifts))
+        self.neck = HeadNeck(c, config.head_upsample)
         self.task_fork: TaskFork = TaskFork()
         self.det_head = DetectionHead(c, config.head_channels, config.num_classes)
         self.pred_head = PredictionHead(c, config.head_channels, config.num_modes, config.future_steps)
         z_half = 0.5 * (config.grid.z_range[1] - config.grid.z_range[0])
-        self.recon_head = ReconstructionHead(c, config.head_channels, config.recon_points, self.geometry, z_half)
+        self.recon_head = ReconstructionHead(c, config.head_channels, config.recon_points, self.fusion_geometry,
+                                            z_half)
 
     def encode(self, batch: Batch, voxel_mask: Tensor | None = None, *, temporal_fusion: bool = True,
                spatial_fusion: bool = True) -> Tensor:
@@ -61,12 +68,12 @@ class V2XModel(nn.Module):
         bev = self.encoder(batch.voxels, batch.voxel_num_points, batch.voxel_coords, b * a * t, voxel_mask)
         bev = bev.view(b, a, t, *bev.shape[1:])
         if temporal_fusion:
-            per_agent = self.temporal(bev, batch.frame_mask, batch.history_to_now, self.geometry)
+            per_agent = self.temporal(bev, batch.frame_mask, batch.history_to_now, self.fusion_geometry)
         else:
             per_agent = bev[:, :, -1]
         if not spatial_fusion:
             return per_agent[:, 0]
-        z = self.agent_fusion(per_agent, batch.agent_mask, batch.agent_types, batch.agent_to_ego, self.geometry)
+        z = self.agent_fusion(per_agent, batch.agent_mask, batch.agent_types, batch.agent_to_ego, self.fusion_geometry)
         return self.spatial(z)
 
     def forward(self, batch: Batch, *, heads: Sequence[str] = ("det", "pred"), voxel_mask: Tensor | None = None,
@@ -78,7 +85,7 @@ class V2XModel(nn.Module):
         z = self.encode(batch, voxel_mask, temporal_fusion=temporal_fusion, spatial_fusion=spatial_fusion)
         out = ModelOutput(z=z)
         if "det" in heads or "pred" in heads:
-            z_det, z_pred = self.task_fork(z)
+            z_det, z_pred = self.task_fork(self.neck(z))
             if "det" in heads:
                 out.heatmap, out.box_codes = self.det_head(z_det)
             if "pred" in heads:

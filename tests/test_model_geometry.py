@@ -134,3 +134,18 @@ def test_model_config_validation_and_omegaconf_merge():
         ModelConfig(sparse_channels=[8, 16], sparse_strides=[1, 3])
     with pytest.raises(ValueError, match="size"):
         model_config("huge")
+
+
+def test_voxel_features_give_the_point_mean_and_its_offset_from_the_voxel_centre():
+    from models.sparse_encoder import VOXEL_FEATURES, voxel_mean_features
+
+    grid = GridConfig(x_range=[-16.0, 16.0], y_range=[-8.0, 8.0], z_range=[-3.0, 1.0], voxel_size=[0.5, 0.5, 1.0])
+    # voxel (z 1, y 16, x 32): x in [0, 0.5), y in [0, 0.5), z in [-2, -1); centre (0.25, 0.25, -1.5)
+    coords = torch.tensor([[0, 1, 16, 32], [3, 0, 0, 0]])
+    voxels = torch.zeros(2, 3, 4)
+    voxels[0, :2] = torch.tensor([[0.0, 0.5, -1.0, 0.2], [0.2, 0.5, -1.0, 0.4]])  # two points, one pad row
+    voxels[1, 0] = torch.tensor([-16.0 + 0.25, -8.0 + 0.25, -2.5, 1.0])  # exactly the centre of voxel (0, 0, 0)
+    feats = voxel_mean_features(voxels, torch.tensor([2, 1]), coords, grid)
+    assert feats.shape == (2, VOXEL_FEATURES)
+    torch.testing.assert_close(feats[0], torch.tensor([0.1, 0.5, -1.0, 0.3, -0.3, 0.5, 0.5]))
+    torch.testing.assert_close(feats[1, 4:], torch.zeros(3))

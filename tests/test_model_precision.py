@@ -65,7 +65,7 @@ def test_fp32_island_equals_spconv_sequential_forward_and_backward(setup):
     config, batch = setup
     encoder = V2XModel(config).encoder.train()
     encoder._select_algo(torch.device("cpu"))
-    feats = voxel_mean_features(batch.voxels, batch.voxel_num_points)
+    feats = voxel_mean_features(batch.voxels, batch.voxel_num_points, batch.voxel_coords, config.grid)
     results = []
     for run in (encoder._run_sparse_fp32, encoder.net):
         encoder.zero_grad()
