@@ -147,3 +147,36 @@ def test_cli_smoke(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--out", str(out), "--frames", "0"])
     assert "num_frames" in capsys.readouterr().err
+
+
+def _prepare_and_log(cache: str, log_path: str) -> None:
+    from tests.train_harness import TINY_DATA
+    from trainer.synthetic_data import SyntheticDataConfig, prepare_synthetic
+
+    cfg = SyntheticDataConfig(**{**TINY_DATA.__dict__, "cache_dir": cache})
+    root = prepare_synthetic(cfg, max_agents=4, history=5,
+                             log=lambda msg: open(log_path, "a").write(msg + "\n"))
+    open(log_path, "a").write(f"root {root}\n")
+
+
+def test_jobs_started_together_generate_the_shared_dataset_once(tmp_path):
+    import multiprocessing
+
+    from trainer.synthetic_data import shard_patterns
+
+    context = multiprocessing.get_context("fork")
+    logs = [tmp_path / f"job{i}.log" for i in range(2)]
+    jobs = [context.Process(target=_prepare_and_log, args=(str(tmp_path / "cache"), str(log))) for log in logs]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(timeout=300)
+    assert [job.exitcode for job in jobs] == [0, 0]
+    texts = [log.read_text() for log in logs]
+    assert sum(text.count("generating the synthetic") for text in texts) == 1, texts
+    roots = {line for text in texts for line in text.splitlines() if line.startswith("root ")}
+    assert len(roots) == 1
+    root = Path(roots.pop().removeprefix("root "))
+    train, val = shard_patterns(root)
+    assert train and val and (root / "COMPLETE").exists()
+    assert not list((tmp_path / "cache").glob("*.tmp"))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from trainer.data.config import ConvertConfig
 
@@ -53,15 +55,38 @@ def shard_patterns(root: Path) -> tuple[str, str]:
                  for split in ("train", "val"))
 
 
+@contextmanager
+def exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created if needed) for the block: jobs that share a
+    cache, started together, generate a dataset once instead of writing into each other's files."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def prepare_synthetic(cfg: SyntheticDataConfig, *, max_agents: int, history: int,
                       log: Callable[[str], None] = print) -> Path:
-    """Generate + convert the dataset unless the cache already holds it; returns its root."""
-    from trainer.data.convert import convert
-    from trainer.data.synth import SynthConfig, generate_dataset
+    """Generate + convert the dataset unless the cache already holds it; returns its root.
 
+    A second job asking for the same dataset while the first generates it waits for it, then uses it."""
     root = cfg.root()
     if (root / "COMPLETE").exists():
         return root
+    with exclusive(root.with_name(root.name + ".lock")):
+        if not (root / "COMPLETE").exists():
+            _generate(cfg, root, max_agents=max_agents, history=history, log=log)
+    return root
+
+
+def _generate(cfg: SyntheticDataConfig, root: Path, *, max_agents: int, history: int,
+              log: Callable[[str], None]) -> None:
+    from trainer.data.convert import convert
+    from trainer.data.synth import SynthConfig, generate_dataset
+
     log(f"generating the synthetic V2X dataset into {root} (once; cached afterwards)")
     tmp = root.with_name(root.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -78,4 +103,3 @@ def prepare_synthetic(cfg: SyntheticDataConfig, *, max_agents: int, history: int
     (tmp / "COMPLETE").write_text(json.dumps(asdict(cfg)))
     shutil.rmtree(root, ignore_errors=True)
     os.replace(tmp, root)
-    return root
