@@ -43,7 +43,8 @@ def test_overrides_apply_and_model_size_preset():
     (["precision=fp8"], "precision must be auto or one of"),
     (["model_size=huge"], "model_size"),
     (["stages.finetune.task=segmentation"], "stage.task must be one of"),
-    (["model.num_classes=5"], "model.num_classes"),
+    (["model.num_classes=5"], "model.num_classes': derived from data.classes"),
+    (["eval.class_names=[car,ped,truck]"], "eval.class_names': derived from data.classes"),
     (["optim.betas=[0.9]"], "optim.betas"),
     (["no_equals_sign"], "a.b=value"),
     (["stages.pretrain.init_from=previous"], "first stage"),
@@ -51,6 +52,15 @@ def test_overrides_apply_and_model_size_preset():
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("[", r"\[")):
         load_config(None, override)
+
+
+def test_the_classes_are_stated_once_in_data_classes(tmp_path):
+    two = ["data.classes=[{name: car, obj_types: [car, van, truck]}, {name: person, obj_types: [pedestrian]}]"]
+    cfg = load_config(None, two)
+    assert cfg.model.num_classes == 2 and cfg.eval.class_names == ["car", "person"]
+    path = tmp_path / "config.yaml"
+    path.write_text(to_yaml(cfg))  # a saved config restates the derived keys, equal: it loads unchanged
+    assert load_config(path) == cfg
 
 
 def test_an_override_of_an_undeclared_stage_is_an_error_unless_it_gives_the_task():

@@ -215,6 +215,9 @@ def load_for_inference(path: str | Path, *, stage: str | None = None, config: st
             raise CheckpointError(str(err)) from err
     model = load_plain_model(resolved, cfg.model if cfg is not None else None)
     assert cfg is not None  # an engine checkpoint without a config raised in load_plain_model
+    if model.config.num_classes != len(cfg.data.classes):
+        raise CheckpointError(f"{resolved.path}: the checkpoint's model does not fit the config: its "
+                              f"num_classes is {model.config.num_classes}, data.classes has {len(cfg.data.classes)}")
     try:
         cfg = dataclasses.replace(cfg, model=model.config)
     except ValueError as err:

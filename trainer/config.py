@@ -8,6 +8,8 @@ the key, and every dataclass validates itself in ``__post_init__``.
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -211,7 +213,7 @@ class TrainConfig:
     """Everything one ``launch/train.py`` run needs."""
 
     model_size: str = "tiny"
-    """Preset the ``model`` section starts from: tiny, base or large."""
+    """Preset the ``model`` section starts from: tiny, small, base or large."""
     precision: str = "auto"
     """``auto`` (default: bf16 where CUDA is available, fp32 on the CPU), bf16, fp16 (GPU; dynamic loss
     scaling) or fp32. On the CPU, DeepSpeed's bf16 casts the model's weights to bf16, and it is slower
@@ -240,9 +242,10 @@ class TrainConfig:
             raise ValueError(f"precision must be auto or one of {PRECISIONS}, got {self.precision!r}")
         if not self.stages:
             raise ValueError("stages is empty: a recipe must define at least one stage")
-        if self.model.num_classes != len(self.data.classes):
-            raise ValueError(f"model.num_classes ({self.model.num_classes}) != number of data.classes "
-                             f"({len(self.data.classes)})")
+        # data.classes is the one statement of the classes: the heatmap channels and the evaluation's
+        # names follow from it (load_config rejects a recipe or override that states them otherwise)
+        self.model = dataclasses.replace(self.model, num_classes=len(self.data.classes))
+        self.eval = dataclasses.replace(self.eval, class_names=[group.name for group in self.data.classes])
         names = list(self.stages)
         if self.stages[names[0]].init_from == "previous":
             raise ValueError(f"stages.{names[0]}.init_from is 'previous' but it is the first stage")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from models.config import MODEL_SIZES, model_config
@@ -69,6 +69,25 @@ def check_stage_overrides(recipe: DictConfig, cli: DictConfig) -> None:
                           f"stages.{name}.task=<pretrain|detection|prediction|multitask>")
 
 
+DERIVED_FROM_CLASSES = ("model.num_classes", "eval.class_names")
+"""Keys that follow from ``data.classes``; a recipe or override may only restate them unchanged."""
+
+
+def check_derived_keys(stated: DictConfig, merged: DictConfig) -> None:
+    """Raise ConfigError where ``stated`` (recipe + overrides) gives a derived key a value that contradicts
+    ``data.classes`` of ``merged`` (a saved run config restates them, equal, and loads)."""
+    names = [str(group.name) for group in merged.data.classes]
+    derived = {"model.num_classes": len(names), "eval.class_names": names}
+    for key in DERIVED_FROM_CLASSES:
+        value = OmegaConf.select(stated, key, default=None)
+        if value is None:
+            continue
+        plain = OmegaConf.to_object(value) if isinstance(value, (DictConfig, ListConfig)) else value
+        if plain != derived[key]:
+            raise ConfigError(f"key '{key}': derived from data.classes ({', '.join(names)}), so it is "
+                              f"{derived[key]}, not {plain}; change data.classes instead")
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
     """The validated config of recipe ``path`` (default: the TurboTrain recipe) with ``overrides``."""
     recipe = _read_yaml(Path(path) if path else DEFAULT_RECIPE)
@@ -81,6 +100,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         schema = OmegaConf.structured(TrainConfig)
         schema.model = OmegaConf.structured(model_config(size))
         merged = OmegaConf.merge(schema, recipe, cli)
+        check_derived_keys(OmegaConf.merge(recipe, cli), merged)
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         raise ConfigError(_describe(err)) from err

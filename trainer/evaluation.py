@@ -48,8 +48,7 @@ def predict_scenes(model: V2XModel, batch: Batch, *, stage: StageConfig | None =
 def evaluate_model(model: V2XModel, batches: Iterable[Batch], cfg: TrainConfig, *, device: torch.device,
                    gather: Any = None, stage: StageConfig | None = None, max_batches: int = 0) -> dict[str, float]:
     """Metrics of ``model`` on ``batches`` (every rank calls this; results are identical on all ranks)."""
-    eval_cfg = dataclasses.replace(cfg.eval, class_names=[c.name for c in cfg.data.classes])
-    evaluator = Evaluator(eval_cfg, gather=gather)
+    evaluator = Evaluator(cfg.eval, gather=gather)
     was_training = model.training
     model.eval()
     for i, batch in enumerate(batches):
