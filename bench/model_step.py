@@ -59,7 +59,8 @@ def measure(sizes: list[str], *, scenes: int, agents: int, repeats: int, device:
         median, low, high = median_and_spread(times)
         results.append({"size": size, "params": sum(p.numel() for p in model.parameters()),
                         "encoder_params": sum(p.numel() for p in model.encoder.parameters()),
-                        "bev_cells": f"{config.bev_shape[0]} x {config.bev_shape[1]} @ {model.fusion_geometry.cell_x:g} m",
+                        "bev_cells": f"{config.bev_shape[0]} x {config.bev_shape[1]} @ "
+                                     f"{model.fusion_geometry.cell_x:g} m",
                         "voxels": int(batch.voxels.shape[0]), "median_s": median, "min_s": low, "max_s": high,
                         "times_s": times})
     return results
@@ -73,7 +74,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast around forward + loss")
-    parser.add_argument("--out", type=Path, default=None, help="also write model_step.{json,md} here (e.g. docs/results)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="also write model_step.{json,md} here (e.g. docs/results)")
     args = parser.parse_args()
     if args.repeats < 1 or args.scenes < 1 or args.agents < 1:
         parser.error("--repeats, --scenes and --agents must be >= 1")
@@ -82,7 +84,8 @@ def main() -> None:
     first = results[0]["median_s"]
     for r in results:
         r["ratio"] = r["median_s"] / first
-        print(f"{r['size']:6s} params={r['params']:>10,d} voxels={r['voxels']:7d} median step={r['median_s'] * 1e3:8.1f} ms "
+        print(f"{r['size']:6s} params={r['params']:>10,d} voxels={r['voxels']:7d} "
+              f"median step={r['median_s'] * 1e3:8.1f} ms "
               f"(range {r['min_s'] * 1e3:.1f}-{r['max_s'] * 1e3:.1f}) ratio {r['ratio']:.2f}x")
     if args.out is not None:
         command = "python bench/model_step.py " + " ".join(sys.argv[1:])

@@ -36,7 +36,7 @@ def _conv_block(conv: spconv.SparseModule, channels: int) -> list[nn.Module]:
 
 
 class SparseEncoder(nn.Module):
-    """Mean voxel features with centre offsets -> SubMConv3d / SparseConv3d stages -> dense [N, C, H, W] BEV maps.
+    """Voxel features (point mean + centre offset) -> SubMConv3d / SparseConv3d stages -> dense BEV maps.
 
     Stage 0 runs two submanifold convs at voxel resolution; every later stage downsamples with a strided
     SparseConv3d (z by 2 while the height is > 1, x/y by ``sparse_strides``) then one submanifold conv.
@@ -49,7 +49,8 @@ class SparseEncoder(nn.Module):
         self.spatial_shape = list(config.grid.shape_zyx)
         chans = config.sparse_channels
         layers: list[nn.Module] = []
-        layers += _conv_block(spconv.SubMConv3d(VOXEL_FEATURES, chans[0], 3, padding=1, bias=False, indice_key="subm0"), chans[0])
+        layers += _conv_block(spconv.SubMConv3d(VOXEL_FEATURES, chans[0], 3, padding=1, bias=False,
+                                                indice_key="subm0"), chans[0])
         layers += _conv_block(spconv.SubMConv3d(chans[0], chans[0], 3, padding=1, bias=False, indice_key="subm0"),
                               chans[0])
         depth = self.spatial_shape[0]

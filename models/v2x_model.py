@@ -73,7 +73,8 @@ class V2XModel(nn.Module):
             per_agent = bev[:, :, -1]
         if not spatial_fusion:
             return per_agent[:, 0]
-        z = self.agent_fusion(per_agent, batch.agent_mask, batch.agent_types, batch.agent_to_ego, self.fusion_geometry)
+        z = self.agent_fusion(per_agent, batch.agent_mask, batch.agent_types, batch.agent_to_ego,
+                              self.fusion_geometry)
         return self.spatial(z)
 
     def forward(self, batch: Batch, *, heads: Sequence[str] = ("det", "pred"), voxel_mask: Tensor | None = None,

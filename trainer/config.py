@@ -8,9 +8,7 @@ the key, and every dataclass validates itself in ``__post_init__``.
 
 from __future__ import annotations
 
-import dataclasses
-
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -244,8 +242,8 @@ class TrainConfig:
             raise ValueError("stages is empty: a recipe must define at least one stage")
         # data.classes is the one statement of the classes: the heatmap channels and the evaluation's
         # names follow from it (load_config rejects a recipe or override that states them otherwise)
-        self.model = dataclasses.replace(self.model, num_classes=len(self.data.classes))
-        self.eval = dataclasses.replace(self.eval, class_names=[group.name for group in self.data.classes])
+        self.model = replace(self.model, num_classes=len(self.data.classes))
+        self.eval = replace(self.eval, class_names=[group.name for group in self.data.classes])
         names = list(self.stages)
         if self.stages[names[0]].init_from == "previous":
             raise ValueError(f"stages.{names[0]}.init_from is 'previous' but it is the first stage")
