@@ -41,7 +41,7 @@ from trainer.data.classes import ClassGrouping  # noqa: E402
 from trainer.data.collate import collate_prepared  # noqa: E402
 from trainer.data.config import ConvertConfig, DataConfig  # noqa: E402
 from trainer.data.convert import ConvertSummary, convert  # noqa: E402
-from trainer.data.fixtures import write_toy_scenario  # noqa: E402
+from tests.opencood_fixtures import write_toy_scenario  # noqa: E402
 from trainer.data.loader import build_loader  # noqa: E402
 from trainer.data.opencood import scan_split  # noqa: E402
 from trainer.data.prepare import SamplePreparer  # noqa: E402

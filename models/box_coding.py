@@ -31,6 +31,16 @@ def encode_boxes(boxes: Tensor, cells: Tensor, geometry: BevGeometry) -> Tensor:
     return torch.cat((offset, z, log_size, torch.sin(yaw), torch.cos(yaw)), dim=-1)
 
 
+def class_codes(codes: Tensor, classes: Tensor) -> Tensor:
+    """Each object's own box codes: codes [..., 8] (one shared regression) or [..., K*8] (one per class, class k
+    at channels 8k..8k+7), classes [...] int -> [..., 8]."""
+    if codes.shape[-1] == BOX_CODE_SIZE:
+        return codes
+    per_class = codes.unflatten(-1, (codes.shape[-1] // BOX_CODE_SIZE, BOX_CODE_SIZE))  # [..., K, 8]
+    index = classes.long().clamp(0, per_class.shape[-2] - 1)[..., None, None].expand(*classes.shape, 1, BOX_CODE_SIZE)
+    return per_class.gather(-2, index).squeeze(-2)
+
+
 def decode_boxes(codes: Tensor, cells: Tensor, geometry: BevGeometry) -> Tensor:
     """Inverse of ``encode_boxes``: codes [..., 8], cells [..., 2] (col, row) -> boxes [..., 7]."""
     if codes.shape[-1] != BOX_CODE_SIZE:

@@ -55,6 +55,13 @@ class ModelConfig:
     """Upsampling (1 or 2) of Z before the detection and prediction heads: their maps have cells of
     ``bev_stride / head_upsample`` voxels (a transposed-conv neck, as CenterPoint's), while temporal and
     agent fusion, attention and the reconstruction decoder stay on the coarser fusion cells."""
+    class_heads: bool = False
+    """One heatmap + box-regression branch per class (CenterPoint's separate heads per class group) after the
+    detection head's shared convolution, instead of one branch for all classes."""
+    iou_rectifier: float = 0.0
+    """IoU-aware scoring (AFDetV2; CenterPoint's IoU rectifier) alpha in [0, 1): 0 = off; above 0 the detection
+    head gets an IoU branch, trained on each object's decoded-box BEV IoU, and a detection's score is
+    ``heatmap^(1 - alpha) * IoU^alpha``, so better-placed boxes rank first."""
     recon_points: int = 20
     """Points the stage-1 reconstruction decoder predicts per BEV cell."""
 
@@ -75,6 +82,8 @@ class ModelConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.bev_channels % self.num_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must divide bev_channels ({self.bev_channels})")
+        if not 0.0 <= self.iou_rectifier < 1.0:
+            raise ValueError(f"iou_rectifier must be in [0, 1), got {self.iou_rectifier}")
         if self.head_upsample not in (1, 2) or self.bev_stride % self.head_upsample:
             raise ValueError(f"head_upsample must be 1 or 2 and divide the BEV stride {self.bev_stride}, "
                              f"got {self.head_upsample}")

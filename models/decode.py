@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from models.bev import BevGeometry
-from models.box_coding import decode_boxes
+from models.box_coding import class_codes, decode_boxes
 from models.detections import SceneDetections
 from models.output import ModelOutput
 from models.warp import sample_at_points
@@ -32,24 +32,36 @@ def circle_nms(centres: Tensor, scores: Tensor, radius: Tensor) -> Tensor:
     return order[torch.tensor(keep, dtype=torch.long, device=centres.device)]
 
 
+def rectify_scores(scores: Tensor, iou: Tensor, alpha: float) -> Tensor:
+    """IoU-aware scoring (AFDetV2): ``scores^(1 - alpha) * iou^alpha``; scores, iou in [0, 1], same shape."""
+    return scores.pow(1.0 - alpha) * iou.clamp_min(0).pow(alpha)
+
+
 def decode_detections(output: ModelOutput, geometry: BevGeometry, *, score_threshold: float = 0.1,
-                      max_detections: int = 100, nms_radius: list[float] | float = 2.0) -> list[SceneDetections]:
-    """Heatmap peaks (3x3 max-pool) -> top-k -> score threshold -> per-class circle NMS -> boxes, with the
-    trajectory modes read out (bilinear) at each detected centre. One ``SceneDetections`` per scene."""
+                      max_detections: int = 100, nms_radius: list[float] | float = 2.0,
+                      iou_rectifier: float = 0.0) -> list[SceneDetections]:
+    """Heatmap peaks (3x3 max-pool) -> top-k -> IoU rectification (``iou_rectifier`` > 0, which needs the IoU
+    branch's ``output.iou_logits``) -> score threshold -> per-class circle NMS -> boxes, with the trajectory
+    modes read out (bilinear) at each detected centre. One ``SceneDetections`` per scene."""
     if output.heatmap is None or output.box_codes is None:
         raise ValueError("decode_detections needs the 'det' head's outputs")
+    if iou_rectifier > 0 and output.iou_logits is None:
+        raise ValueError("iou_rectifier > 0 needs the detection head's IoU branch (output.iou_logits)")
     heat = torch.sigmoid(output.heatmap.float())  # [B, K, H, W]
     b, k, h, w = heat.shape
     radii = torch.as_tensor(nms_radius, dtype=torch.float32, device=heat.device).expand(k)
     peaks = heat * (heat == F.max_pool2d(heat, 3, stride=1, padding=1))
     scores, flat = peaks.flatten(1).topk(min(max_detections, k * h * w), dim=1)
+    if iou_rectifier > 0:
+        iou = torch.sigmoid(output.iou_logits.float()).flatten(1)  # [B, H*W]
+        scores = rectify_scores(scores, iou.gather(1, flat % (h * w)), iou_rectifier)
     results = []
     for s in range(b):
         keep = scores[s] > score_threshold
         score, idx = scores[s][keep], flat[s][keep]
         label, cell = idx // (h * w), idx % (h * w)
         cells = torch.stack((cell % w, cell // w), dim=-1)
-        codes = output.box_codes[s].float().flatten(1)[:, cell].T  # [N, 8]
+        codes = class_codes(output.box_codes[s].float().flatten(1)[:, cell].T, label)  # [N, 8]
         boxes = decode_boxes(codes, cells, geometry)
         kept = []
         for cls in label.unique():

@@ -34,18 +34,29 @@ class HeadNeck(nn.Module):
 
 
 class DetectionHead(nn.Module):
-    """Per-class centre heatmap logits [B, K, H, W] and box codes [B, 8, H, W] (see ``models.box_coding``)."""
+    """Per-class centre heatmap logits [B, K, H, W]; box codes (see ``models.box_coding``) [B, 8, H, W], or with
+    ``class_heads`` [B, K*8, H, W] from one heatmap + regression branch per class (CenterPoint's separate
+    heads per class group, here one class per group); and, with ``iou_branch``, IoU logits [B, 1, H, W]: the
+    predicted BEV IoU of each cell's decoded box with its object (IoU-aware scoring, AFDetV2), else None."""
 
-    def __init__(self, channels: int, hidden: int, num_classes: int) -> None:
+    def __init__(self, channels: int, hidden: int, num_classes: int, *, iou_branch: bool = False,
+                 class_heads: bool = False) -> None:
         super().__init__()
+        groups = num_classes if class_heads else 1
         self.shared = conv_bn_relu(channels, hidden)
-        self.heatmap = nn.Sequential(conv_bn_relu(hidden, hidden), nn.Conv2d(hidden, num_classes, 1))
-        self.regression = nn.Sequential(conv_bn_relu(hidden, hidden), nn.Conv2d(hidden, BOX_CODE_SIZE, 1))
-        nn.init.constant_(self.heatmap[-1].bias, -math.log((1 - HEATMAP_PRIOR) / HEATMAP_PRIOR))
+        self.heatmap = nn.ModuleList(nn.Sequential(conv_bn_relu(hidden, hidden), nn.Conv2d(hidden, num_classes // groups, 1))
+                                     for _ in range(groups))
+        self.regression = nn.ModuleList(nn.Sequential(conv_bn_relu(hidden, hidden), nn.Conv2d(hidden, BOX_CODE_SIZE, 1))
+                                        for _ in range(groups))
+        self.iou = nn.Sequential(conv_bn_relu(hidden, hidden), nn.Conv2d(hidden, 1, 1)) if iou_branch else None
+        for branch in self.heatmap:
+            nn.init.constant_(branch[-1].bias, -math.log((1 - HEATMAP_PRIOR) / HEATMAP_PRIOR))
 
-    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         x = self.shared(z)
-        return self.heatmap(x), self.regression(x)
+        heatmap = torch.cat([branch(x) for branch in self.heatmap], dim=1)
+        box_codes = torch.cat([branch(x) for branch in self.regression], dim=1)
+        return heatmap, box_codes, None if self.iou is None else self.iou(x)
 
 
 class PredictionHead(nn.Module):

@@ -16,7 +16,10 @@ class ModelOutput:
     heatmap: Tensor | None = None
     """[B, num_classes, H, W] centre heatmap logits."""
     box_codes: Tensor | None = None
-    """[B, 8, H, W] box codes relative to each cell (``models.box_coding``)."""
+    """[B, 8, H, W] box codes relative to each cell (``models.box_coding``); [B, K*8, H, W] with
+    ``model.class_heads`` (class k's at channels 8k..8k+7; ``box_coding.class_codes`` selects them)."""
+    iou_logits: Tensor | None = None
+    """[B, 1, H, W] predicted BEV IoU (logits) of each cell's decoded box (``model.iou_rectifier`` > 0)."""
     trajectories: Tensor | None = None
     """[B, K, T_f, 2, H, W] future (x, y) offsets in metres from the object centre read out at that cell."""
     mode_logits: Tensor | None = None

@@ -47,7 +47,8 @@ class V2XModel(nn.Module):
                                        for s in shifts))
         self.neck = HeadNeck(c, config.head_upsample)
         self.task_fork: TaskFork = TaskFork()
-        self.det_head = DetectionHead(c, config.head_channels, config.num_classes)
+        self.det_head = DetectionHead(c, config.head_channels, config.num_classes,
+                                      iou_branch=config.iou_rectifier > 0, class_heads=config.class_heads)
         self.pred_head = PredictionHead(c, config.head_channels, config.num_modes, config.future_steps)
         z_half = 0.5 * (config.grid.z_range[1] - config.grid.z_range[0])
         self.recon_head = ReconstructionHead(c, config.head_channels, config.recon_points, self.fusion_geometry,
@@ -88,7 +89,7 @@ class V2XModel(nn.Module):
         if "det" in heads or "pred" in heads:
             z_det, z_pred = self.task_fork(self.neck(z))
             if "det" in heads:
-                out.heatmap, out.box_codes = self.det_head(z_det)
+                out.heatmap, out.box_codes, out.iou_logits = self.det_head(z_det)
             if "pred" in heads:
                 out.trajectories, out.mode_logits = self.pred_head(z_pred)
         if "recon" in heads:

@@ -94,7 +94,7 @@ def test_param_pcgrad_refuses_zero_deepspeed_and_ddp_with_a_reason():
             super().__init__()
             self.module = nn.Linear(2, 2)
 
-    with pytest.raises(RuntimeError, match="DESIGN.md.*DeepSpeedEngine"):
+    with pytest.raises(RuntimeError, match="docs/MODEL.md.*DeepSpeedEngine"):
         ParamPCGrad(DeepSpeedEngine())
     zero3 = nn.Linear(2, 2)
     zero3.weight.ds_id = 0  # what ZeRO-3 puts on the parameters it partitions

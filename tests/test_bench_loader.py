@@ -8,7 +8,7 @@ from bench.loader import direct_batches
 from models.grid import GridConfig
 from trainer.data.config import ConvertConfig, DataConfig
 from trainer.data.convert import convert
-from trainer.data.fixtures import write_toy_scenario
+from tests.opencood_fixtures import write_toy_scenario
 from trainer.data.loader import build_loader
 
 

@@ -10,7 +10,7 @@ import pytest
 from trainer.data.build import FrameReader, build_sample, select_agents
 from trainer.data.config import ConvertConfig
 from trainer.data.convert import convert, main
-from trainer.data.fixtures import vehicle_entry, write_frame
+from tests.opencood_fixtures import vehicle_entry, write_frame
 from trainer.data.opencood import scan_split
 from trainer.data.pointio import SourceFormatError
 from trainer.data.sample import decode_sample

@@ -11,7 +11,7 @@ from models.grid import GridConfig
 from trainer.data.classes import ClassGrouping, UnmappedObjectTypeError
 from trainer.data.config import ClassGroup, ConvertConfig, DataConfig
 from trainer.data.convert import convert
-from trainer.data.fixtures import write_toy_scenario
+from tests.opencood_fixtures import write_toy_scenario
 from trainer.data.loader import build_loader
 from trainer.data.sample import SchemaVersionError
 from trainer.data.split import batches_per_rank, expand_shards, split_shards

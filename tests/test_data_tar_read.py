@@ -6,7 +6,7 @@ from webdataset.tariterators import tarfile_samples
 
 from trainer.data.config import ConvertConfig
 from trainer.data.convert import convert
-from trainer.data.fixtures import write_toy_scenario
+from tests.opencood_fixtures import write_toy_scenario
 from trainer.data.tar_read import shard_records
 
 

@@ -14,7 +14,7 @@ from trainer.config_io import load_config
 from trainer.freezing import apply_freeze
 from trainer.metrics_log import read_metrics
 
-# What DESIGN.md lists for V2XPnP's manual pipeline, as the modules that TRAIN in each stage.
+# V2XPnP's manual pipeline (docs/RESULTS.md section 1, recipe (a)), as the modules that TRAIN in each stage.
 MANUAL_TRAINED = {
     "s1_detection": {"encoder", "det_head"},
     "s2_temporal_prediction": {"temporal", "pred_head"},

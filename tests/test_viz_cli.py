@@ -36,7 +36,7 @@ def test_cli_plots_a_run(visualize, tmp_path, capsys):
 def test_cli_draws_ground_truth_of_converted_shards(visualize, tmp_path, capsys):
     from trainer.data.config import ConvertConfig
     from trainer.data.convert import convert
-    from trainer.data.fixtures import write_toy_scenario
+    from tests.opencood_fixtures import write_toy_scenario
 
     write_toy_scenario(tmp_path / "src" / "scn0", frames=60, points_per_frame=300)
     summary = convert(tmp_path / "src", str(tmp_path / "val-%06d.tar"), ConvertConfig(), progress=False)

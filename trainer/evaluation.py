@@ -41,7 +41,8 @@ def predict_scenes(model: V2XModel, batch: Batch, *, stage: StageConfig | None =
     view = stage_view(batch, stage) if stage is not None else batch
     switches = stage_switches(stage) if stage is not None else {}
     out = model(view, heads=("det", "pred"), **switches)
-    return [detections_to_cpu(d) for d in decode_detections(out, model.geometry, score_threshold=score_threshold)]
+    return [detections_to_cpu(d) for d in decode_detections(out, model.geometry, score_threshold=score_threshold,
+                                                             iou_rectifier=model.config.iou_rectifier)]
 
 
 @torch.no_grad()

@@ -2,8 +2,8 @@
 
 Single process only, without ZeRO / DeepSpeed / DDP. Under DeepSpeed 0.19 ``param.grad`` is None
 after backward, two backward passes per step drop the first task's gradient (ZeRO-1/2) or crash
-(ZeRO-3), and ``torch.autograd.grad`` on engine outputs breaks the engine: see DESIGN.md,
-"Stage 2", "What does NOT work under DeepSpeed 0.19". Use ``models.balancer.ConflictFork`` there.
+(ZeRO-3), and ``torch.autograd.grad`` on engine outputs breaks the engine: see docs/MODEL.md,
+"The balancer: why a fork on Z". Use ``models.balancer.ConflictFork`` there.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from models.balancer import BalancerConfig, ConflictStats, combine_task_gradient
 _WHY = ("parameter-level PCGrad needs one backward per task and writes param.grad itself; under "
         "DeepSpeed/ZeRO param.grad is None after backward, a second engine.backward drops the first "
         "task's gradient (ZeRO-1/2) or crashes (ZeRO-3), and data-parallel wrappers all-reduce inside "
-        "each backward (see DESIGN.md, 'Stage 2', 'What does NOT work under DeepSpeed 0.19'). Use the "
+        "each backward (see docs/MODEL.md, 'The balancer: why a fork on Z'). Use the "
         "ZeRO-compatible feature-level fork models.balancer.ConflictFork instead")
 
 

@@ -109,11 +109,26 @@ def bev_iou(boxes_a: Tensor, boxes_b: Tensor) -> Tensor:
     ia, ib = torch.nonzero(centre_dist < radius_a[:, None] + radius_b[None, :], as_tuple=True)
     if ia.numel() == 0:
         return iou.to(out_dtype)
-    inter = intersection_area_bev(box_corners_bev(a[ia]), box_corners_bev(b[ib]))
-    area_a, area_b = a[:, 3] * a[:, 4], b[:, 3] * b[:, 4]
-    union = area_a[ia] + area_b[ib] - inter
-    iou[ia, ib] = torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter)).clamp(0, 1)
+    iou[ia, ib] = _pair_iou(a[ia], b[ib])
     return iou.to(out_dtype)
+
+
+def _pair_iou(a: Tensor, b: Tensor) -> Tensor:
+    """[P, 7] x [P, 7] float64 -> [P] IoU of row i of ``a`` with row i of ``b`` (0 for degenerate pairs)."""
+    inter = intersection_area_bev(box_corners_bev(a), box_corners_bev(b))
+    union = a[:, 3] * a[:, 4] + b[:, 3] * b[:, 4] - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter)).clamp(0, 1)
+
+
+def paired_bev_iou(boxes_a: Tensor, boxes_b: Tensor) -> Tensor:
+    """Rotated BEV IoU of aligned pairs: boxes_a, boxes_b [P, 7] -> [P] (IoU of row i with row i; dtype of
+    boxes_a, float32 for integer input). No gradient flows (a training target, not a loss)."""
+    _check_boxes(boxes_a, "boxes_a")
+    _check_boxes(boxes_b, "boxes_b")
+    if boxes_a.shape[0] != boxes_b.shape[0]:
+        raise ValueError(f"paired boxes need equal counts, got {boxes_a.shape[0]} and {boxes_b.shape[0]}")
+    out_dtype = boxes_a.dtype if boxes_a.is_floating_point() else torch.float32
+    return _pair_iou(boxes_a.detach().to(torch.float64), boxes_b.detach().to(torch.float64)).to(out_dtype)
 
 
 def centre_distance_bev(boxes_a: Tensor, boxes_b: Tensor) -> Tensor:

@@ -11,7 +11,7 @@ from models.batch import Batch
 from models.bev import BevGeometry
 from models.output import ModelOutput
 from trainer.losses.config import TaskLossConfig
-from trainer.losses.detection import box_regression_loss, centre_focal_loss
+from trainer.losses.detection import box_regression_loss, centre_focal_loss, iou_score_loss
 from trainer.losses.heatmap_targets import heatmap_targets, objects_on_map
 from trainer.losses.prediction import read_out_trajectories, winner_takes_all_losses
 
@@ -22,6 +22,7 @@ class TaskLosses:
 
     heatmap: Tensor
     box: Tensor
+    iou: Tensor
     trajectory: Tensor
     mode: Tensor
     detection: Tensor
@@ -34,17 +35,21 @@ class TaskLosses:
 
 
 def detection_losses(output: ModelOutput, batch: Batch, geometry: BevGeometry,
-                     config: TaskLossConfig) -> tuple[Tensor, Tensor]:
-    """(focal heatmap loss, code-weighted L1 box loss) for an output of the ``det`` head."""
+                     config: TaskLossConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """(focal heatmap loss, code-weighted L1 box loss, IoU-branch loss: 0 without the branch) for an output of
+    the ``det`` head."""
     if output.heatmap is None or output.box_codes is None:
         raise ValueError("output has no detection predictions; run the model with heads containing 'det'")
     cells, usable = objects_on_map(batch.gt_boxes, batch.gt_mask, geometry)
     targets = heatmap_targets(batch.gt_boxes.float(), batch.gt_classes, usable, cells, geometry,
                               output.heatmap.shape[1], min_overlap=config.min_overlap,
                               min_radius=config.min_radius_cells(geometry.cell_x))
-    return (centre_focal_loss(output.heatmap, targets),
-            box_regression_loss(output.box_codes, batch.gt_boxes, cells, usable, geometry,
-                                torch.tensor(config.code_weights)))
+    box = box_regression_loss(output.box_codes, batch.gt_boxes, cells, usable, geometry,
+                              torch.tensor(config.code_weights), batch.gt_classes)
+    iou = (output.z.new_zeros((), dtype=torch.float32) if output.iou_logits is None else
+           iou_score_loss(output.iou_logits, output.box_codes, batch.gt_boxes, cells, usable, geometry,
+                          batch.gt_classes))
+    return centre_focal_loss(output.heatmap, targets), box, iou
 
 
 def prediction_losses(output: ModelOutput, batch: Batch, geometry: BevGeometry) -> tuple[Tensor, Tensor]:
@@ -63,9 +68,10 @@ def task_losses(output: ModelOutput, batch: Batch, geometry: BevGeometry,
     """All task losses; a head that did not run contributes zeros."""
     config = config or TaskLossConfig()
     zero = output.z.new_zeros((), dtype=torch.float32)
-    heatmap, box = detection_losses(output, batch, geometry, config) if output.heatmap is not None else (zero, zero)
+    heatmap, box, iou = (detection_losses(output, batch, geometry, config) if output.heatmap is not None
+                         else (zero, zero, zero))
     trajectory, mode = prediction_losses(output, batch, geometry) if output.trajectories is not None else (zero, zero)
-    detection = config.heatmap_weight * heatmap + config.box_weight * box
+    detection = config.heatmap_weight * heatmap + config.box_weight * box + config.iou_weight * iou
     prediction = config.trajectory_weight * trajectory + config.mode_weight * mode
-    return TaskLosses(heatmap=heatmap, box=box, trajectory=trajectory, mode=mode, detection=detection,
+    return TaskLosses(heatmap=heatmap, box=box, iou=iou, trajectory=trajectory, mode=mode, detection=detection,
                       prediction=prediction, total=detection + prediction)

@@ -1,4 +1,4 @@
-"""Writing small OpenCOOD-layout trees (for tests and the loader benchmark).
+"""Writing small OpenCOOD-layout trees (test fixtures, also used by bench/loader.py; not shipped in the package).
 
 ``write_frame`` writes one agent's YAML + point file exactly as the converter expects to read
 it; ``write_toy_scenario`` writes a deterministic scene of agents driving straight lines with
