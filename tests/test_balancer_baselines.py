@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,10 +13,10 @@ from tests.balancer_zero_worker import make_data, make_model, task_losses
 from models.balancer import ConflictFork, pcgrad
 from models.fork import TaskFork
 from trainer.balancing import (
+    BALANCINGS,
     BalancingConfig,
     ParamPCGrad,
     UncertaintyWeighting,
-    build_task_fork,
     distributed_sum,
     ensure_param_pcgrad_supported,
 )
@@ -104,12 +105,13 @@ def test_param_pcgrad_refuses_zero_deepspeed_and_ddp_with_a_reason():
 
 
 def test_balancing_config_validation_and_fork_choice():
-    assert isinstance(build_task_fork(BalancingConfig()), ConflictFork)
-    fork = build_task_fork(BalancingConfig())
-    assert fork.all_reduce is distributed_sum
+    holder = SimpleNamespace(task_fork=TaskFork())  # what configure_model touches of a V2XModel
+    BALANCINGS["fork"](BalancingConfig()).configure_model(holder)
+    assert isinstance(holder.task_fork, ConflictFork) and holder.task_fork.all_reduce is distributed_sum
     for method in ("uncertainty", "param_pcgrad"):
-        f = build_task_fork(BalancingConfig(method=method))
-        assert type(f) is TaskFork
+        holder = SimpleNamespace(task_fork=TaskFork())
+        BALANCINGS[method](BalancingConfig(method=method)).configure_model(holder)
+        assert type(holder.task_fork) is TaskFork
     with pytest.raises(ValueError, match="method"):
         BalancingConfig(method="gradnorm")
     with pytest.raises(ValueError, match="uncertainty_init_log_var"):

@@ -16,16 +16,17 @@ import torch
 
 from models.config import MODEL_SIZES, ModelConfig, model_config
 from trainer.balancing.config import BalancingConfig
+from trainer.balancing.strategies import BALANCINGS
 from trainer.data.config import DataConfig
 from trainer.eval.config import EvalConfig
 from trainer.faults import FaultConfig
 from trainer.losses.config import TaskLossConfig
 from trainer.pretrain.config import PretrainConfig
 from trainer.synthetic_data import SyntheticDataConfig
+from trainer.tasks.registry import TASKS
 
 PRECISIONS = ("bf16", "fp16", "fp32")
 ENGINES = ("deepspeed", "plain")
-TASKS = ("pretrain", "multitask", "detection", "prediction")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -169,8 +170,8 @@ class StageConfig:
     """One training stage of a recipe."""
 
     task: str = "multitask"
-    """``pretrain`` (masked reconstruction), ``multitask`` (detection + prediction), ``detection``
-    or ``prediction`` (one task head)."""
+    """A key of ``trainer.tasks.TASKS``: ``pretrain`` (masked reconstruction), ``multitask`` (detection +
+    prediction, balanced by ``balancing.method``), ``detection`` or ``prediction`` (one task head)."""
     steps: int = 100
     """Optimizer steps of this stage."""
     lr: Optional[float] = None
@@ -197,7 +198,7 @@ class StageConfig:
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            raise ValueError(f"stage.task must be one of {TASKS}, got {self.task!r}")
+            raise ValueError(f"stage.task must be one of {tuple(TASKS)}, got {self.task!r}")
         if self.steps < 1:
             raise ValueError(f"stage.steps must be >= 1, got {self.steps}")
         if self.lr is not None and not self.lr > 0:
@@ -247,6 +248,7 @@ class TrainConfig:
         names = list(self.stages)
         if self.stages[names[0]].init_from == "previous":
             raise ValueError(f"stages.{names[0]}.init_from is 'previous' but it is the first stage")
-        if self.balancing.method == "param_pcgrad" and self.distributed.engine != "plain":
-            raise ValueError("balancing.method=param_pcgrad needs distributed.engine=plain (one process, no "
-                             "ZeRO): it runs one backward per task, which DeepSpeed does not support")
+        why = BALANCINGS[self.balancing.method].plain_engine_only
+        if why and self.distributed.engine != "plain":
+            raise ValueError(f"balancing.method={self.balancing.method} needs distributed.engine=plain (one "
+                             f"process, no ZeRO): {why}")

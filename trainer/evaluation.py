@@ -13,7 +13,7 @@ from models.decode import decode_detections
 from models.v2x_model import V2XModel
 from trainer.config import StageConfig, TrainConfig
 from trainer.eval.evaluator import Evaluator
-from trainer.train_module import stage_switches, stage_view
+from trainer.tasks import stage_switches, stage_view
 
 
 def inner_model(engine: Any) -> V2XModel:

@@ -19,7 +19,8 @@ from trainer.metrics_log import MetricsLog
 from trainer.runtime import Runtime
 from trainer.schedule import warmup_cosine
 from trainer.signals import PreemptionWatcher
-from trainer.train_module import StepResult, TrainingModule
+from trainer.tasks import StepResult
+from trainer.train_module import TrainingModule
 
 
 class TrainingDiverged(RuntimeError):
@@ -62,13 +63,6 @@ def _optimizer(module: TrainingModule, cfg: TrainConfig, lr: float) -> torch.opt
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=tuple(cfg.optim.betas))
 
 
-def _balancer_logs(module: TrainingModule) -> dict[str, float]:
-    stats = getattr(module.model.task_fork, "last_stats", None)
-    if stats is None:
-        return {}
-    return {f"balance/{k}": v for k, v in stats.to_floats().items()}
-
-
 def _save_recon_image(ctx: StageContext, module: TrainingModule, result: StepResult, step: int) -> None:
     from trainer.viz.recon import render_reconstruction_png
 
@@ -79,15 +73,6 @@ def _save_recon_image(ctx: StageContext, module: TrainingModule, result: StepRes
     ctx.metrics.write({"stage": ctx.name, "step": step, "image": str(path)})
 
 
-def _param_pcgrad(ctx: StageContext, engine: Any) -> Any:
-    """The parameter-level PCGrad baseline (one backward per task), when the config asks for it."""
-    if ctx.stage.task != "multitask" or ctx.cfg.balancing.method != "param_pcgrad":
-        return None
-    from trainer.balancing.param_pcgrad import ParamPCGrad
-
-    return ParamPCGrad(engine)
-
-
 def train_stage(ctx: StageContext, module: TrainingModule) -> tuple[TrainState, Any]:
     """Train ``module`` for ``ctx.stage.steps`` optimizer steps; returns the final state and the engine."""
     cfg, stage, rt = ctx.cfg, ctx.stage, ctx.runtime
@@ -96,7 +81,7 @@ def train_stage(ctx: StageContext, module: TrainingModule) -> tuple[TrainState, 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(
         s, warmup_steps=cfg.optim.warmup_steps, total_steps=stage.steps, min_ratio=cfg.optim.min_lr_ratio))
     engine, optimizer, scheduler = rt.prepare(module, optimizer, scheduler)
-    param_pcgrad = _param_pcgrad(ctx, engine)
+    module.task.attach(engine)
     ckpt_dir = ctx.stage_dir / "checkpoints"
     state = TrainState()
     resume_from = latest_checkpoint(ckpt_dir) if cfg.run.resume == "auto" else None
@@ -140,10 +125,7 @@ def train_stage(ctx: StageContext, module: TrainingModule) -> tuple[TrainState, 
             continue
         nonfinite_in_row = 0
         micro += 1
-        if param_pcgrad is not None:
-            param_pcgrad.backward(list(result.task_losses))
-        else:
-            rt.backward(loss, boundary=micro % accum == 0)
+        module.task.backward(rt, result, loss, boundary=micro % accum == 0)
         window_samples += batch.num_scenes
         state.samples_seen += batch.num_scenes
         if micro % accum:
@@ -160,7 +142,7 @@ def train_stage(ctx: StageContext, module: TrainingModule) -> tuple[TrainState, 
             elapsed = time.perf_counter() - window_start
             logs = {k: float(rt.all_reduce_sum(v.float().reshape(1)).item()) / rt.world_size
                     for k, v in result.logs.items()}
-            logs.update(_balancer_logs(module))
+            logs.update(module.task.stats(module.model))
             record = {"stage": ctx.name, "step": state.step, **logs, "lr": scheduler.get_last_lr()[0],
                       "grad_norm": grad_norm, "samples_per_s": window_samples * rt.world_size / max(elapsed, 1e-9),
                       "data_wait_frac": data_wait / max(elapsed, 1e-9), "epoch": stream.epoch,

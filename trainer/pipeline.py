@@ -11,7 +11,6 @@ from typing import Any
 import torch
 
 from models.v2x_model import V2XModel
-from trainer.balancing.config import build_task_fork
 from trainer.checkpoint import latest_checkpoint
 from trainer.config import StageConfig, TrainConfig, wandb_init_kwargs
 from trainer.config_io import to_yaml
@@ -62,8 +61,6 @@ def _build_model(cfg: TrainConfig, stage: StageConfig, index: int, prev_weights:
         log(f"initialised from {source}: {len(report['loaded'])} tensors loaded, discarded modules {dropped}, "
             f"{len(report['missing'])} tensors left at their fresh init")
     apply_freeze(model, list(stage.freeze))
-    if stage.task == "multitask" and cfg.balancing.method == "fork":
-        model.task_fork = build_task_fork(cfg.balancing)
     return model, report
 
 
@@ -136,7 +133,7 @@ def _run_stage(cfg: TrainConfig, name: str, index: int, stage: StageConfig, stag
                               gather=rt.gather_objects if rt.world_size > 1 else None,
                               max_batches=cfg.loop.eval_batches)
 
-    wants_eval = stage.evaluate and stage.task != "pretrain"
+    wants_eval = stage.evaluate and module.task.evaluates
     ctx = StageContext(cfg=cfg, name=name, index=index, stage=stage, stage_dir=stage_dir, runtime=rt, metrics=metrics,
                        make_epoch=make_epoch, evaluate=evaluate if wants_eval else None, watcher=watcher, faults=faults)
     state, engine = train_stage(ctx, module)

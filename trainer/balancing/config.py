@@ -1,14 +1,13 @@
-"""Choice of the stage-2 task-balancing method, and the fork it puts into the model."""
+"""Choice of the stage-2 task-balancing method (``trainer.balancing.strategies.BALANCINGS``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from models.balancer import BalancerConfig, ConflictFork
-from models.fork import TaskFork
-from trainer.balancing.reduce import distributed_sum
+from models.balancer import BalancerConfig
+from trainer.balancing.strategies import BALANCINGS
 
-METHODS = ("fork", "uncertainty", "param_pcgrad")
+METHODS = tuple(BALANCINGS)
 
 
 @dataclass(kw_only=True)
@@ -31,10 +30,3 @@ class BalancingConfig:
             raise ValueError(f"fork must be a BalancerConfig, got {type(self.fork).__name__}")
         if not -20.0 <= self.uncertainty_init_log_var <= 20.0:
             raise ValueError(f"uncertainty_init_log_var must be in [-20, 20], got {self.uncertainty_init_log_var}")
-
-
-def build_task_fork(cfg: BalancingConfig) -> TaskFork:
-    """The fork to set on the model: a ConflictFork (ranks agree via torch.distributed) or the identity."""
-    if cfg.method == "fork":
-        return ConflictFork(cfg.fork, all_reduce=distributed_sum)
-    return TaskFork()
