@@ -132,7 +132,7 @@ def _full_params(engine) -> dict[str, Tensor]:
 def main() -> None:
     import deepspeed
 
-    from trainer.balancing import distributed_sum
+    from trainer.runtime import sum_over_ranks  # the trainer's all-reduce for the fork's batch rules
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -141,7 +141,7 @@ def main() -> None:
     rank = int(os.environ["RANK"])
     results: dict[str, object] = {}
     for sc in SCENARIOS:
-        model = make_model(ConflictFork(sc.balancer(), all_reduce=distributed_sum))
+        model = make_model(ConflictFork(sc.balancer(), all_reduce=sum_over_ranks))
         opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
         engine, *_ = deepspeed.initialize(model=model, optimizer=opt, config=ds_config(sc.stage, sc.grad_accum, bf16=False))
         _train(engine, make_data(STEPS * sc.grad_accum), STEPS, sc.grad_accum, rank, torch.float32)
@@ -149,7 +149,7 @@ def main() -> None:
         stats = engine.module.task_fork.last_stats
         results[sc.name + "/stats"] = stats.to_floats() if stats is not None else None
         engine.destroy()
-    model = make_model(ConflictFork(BalancerConfig(rule="pcgrad", granularity="sample"), all_reduce=distributed_sum))
+    model = make_model(ConflictFork(BalancerConfig(rule="pcgrad", granularity="sample"), all_reduce=sum_over_ranks))
     opt = torch.optim.SGD(model.parameters(), lr=BF16_LR, momentum=0.9)
     engine, *_ = deepspeed.initialize(model=model, optimizer=opt, config=ds_config(2, 1, bf16=True))
     data = make_data(1) * BF16_STEPS  # the same batch every step: the loss must fall

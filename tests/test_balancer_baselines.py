@@ -12,12 +12,12 @@ from torch import nn
 from tests.balancer_zero_worker import make_data, make_model, task_losses
 from models.balancer import ConflictFork, pcgrad
 from models.fork import TaskFork
+from trainer.runtime import sum_over_ranks
 from trainer.balancing import (
     BALANCINGS,
     BalancingConfig,
     ParamPCGrad,
     UncertaintyWeighting,
-    distributed_sum,
     ensure_param_pcgrad_supported,
 )
 
@@ -106,8 +106,12 @@ def test_param_pcgrad_refuses_zero_deepspeed_and_ddp_with_a_reason():
 
 def test_balancing_config_validation_and_fork_choice():
     holder = SimpleNamespace(task_fork=TaskFork())  # what configure_model touches of a V2XModel
-    BALANCINGS["fork"](BalancingConfig()).configure_model(holder)
-    assert isinstance(holder.task_fork, ConflictFork) and holder.task_fork.all_reduce is distributed_sum
+    fork = BALANCINGS["fork"](BalancingConfig())
+    fork.configure_model(holder)
+    assert isinstance(holder.task_fork, ConflictFork) and holder.task_fork.all_reduce is None
+    runtime = SimpleNamespace(all_reduce_sum=sum_over_ranks)
+    fork.attach(holder, None, runtime)  # the runtime's collective serves the batch-level rules
+    assert holder.task_fork.all_reduce is sum_over_ranks
     for method in ("uncertainty", "param_pcgrad"):
         holder = SimpleNamespace(task_fork=TaskFork())
         BALANCINGS[method](BalancingConfig(method=method)).configure_model(holder)
@@ -120,6 +124,6 @@ def test_balancing_config_validation_and_fork_choice():
         BalancingConfig(fork={"rule": "pcgrad"})
 
 
-def test_distributed_sum_is_the_identity_in_one_process():
+def test_sum_over_ranks_is_the_identity_in_one_process():
     t = torch.arange(3.0)
-    assert distributed_sum(t) is t
+    assert sum_over_ranks(t) is t

@@ -81,7 +81,7 @@ def train_stage(ctx: StageContext, module: TrainingModule) -> tuple[TrainState, 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(
         s, warmup_steps=cfg.optim.warmup_steps, total_steps=stage.steps, min_ratio=cfg.optim.min_lr_ratio))
     engine, optimizer, scheduler = rt.prepare(module, optimizer, scheduler)
-    module.task.attach(engine)
+    module.task.attach(module.model, engine, rt)
     ckpt_dir = ctx.stage_dir / "checkpoints"
     state = TrainState()
     resume_from = latest_checkpoint(ckpt_dir) if cfg.run.resume == "auto" else None

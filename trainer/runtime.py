@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from models.parallelize import externally_used_parameters, parameter_count
 from trainer.config import TrainConfig
 
 _ACCELERATE_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
@@ -30,12 +31,6 @@ def zero_bucket_sizes(num_params: int) -> dict[str, int]:
     return {"reduce_bucket_size": int(min(5e8, max(1e6, num_params))),
             "stage3_prefetch_bucket_size": int(min(5e7, max(1e6, num_params // 2))),
             "stage3_param_persistence_threshold": int(min(1e5, max(1e3, num_params // 100)))}
-
-
-def _num_model_params(cfg: TrainConfig) -> int:
-    from models.v2x_model import V2XModel
-
-    return sum(p.numel() for p in V2XModel(cfg.model).parameters())
 
 
 class LaunchConfigError(ValueError):
@@ -78,7 +73,7 @@ def resolve_deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any
                                 f"uses stage {stage} ({path}, distributed.zero_stage); make them agree")
     zero["stage"] = stage
     if any(v == "auto" for v in zero.values()):
-        for key, value in zero_bucket_sizes(_num_model_params(cfg)).items():
+        for key, value in zero_bucket_sizes(parameter_count(cfg.model)).items():
             if zero.get(key) == "auto":
                 zero[key] = value
     for key, name in (("bf16", "bf16"), ("fp16", "fp16")):
@@ -135,26 +130,17 @@ def _init_process_group(backend: str, timeout: timedelta) -> None:
                             rank=rank, world_size=world, timeout=timeout)
 
 
-def _register_sparse_conv_weights(module: torch.nn.Module) -> None:
-    """ZeRO-3: let each sparse encoder gather its spconv weights for its backward.
+def sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over the ranks of the default process group (a new detached tensor), or ``tensor``
+    itself in a single process. Every rank must call it at the same point; inside a backward pass (the
+    balancer's fork) the graph order makes that so. It never copies to the host."""
+    import torch.distributed as dist
 
-    ZeRO-3 re-gathers a module's partitioned weights when the gradient reaches the module's output
-    tensors. spconv layers return ``SparseConvTensor`` objects, which those hooks cannot see, so their
-    weights would still be released when their backward runs. Registered as external parameters of
-    the encoder (whose output is a dense BEV tensor), they are gathered for the encoder's forward and
-    backward as a whole.
-    """
-    import spconv.pytorch as spconv
-    from deepspeed.runtime.zero.partition_parameters import register_external_parameter
-
-    from models.sparse_encoder import SparseEncoder
-
-    for encoder in module.modules():
-        if isinstance(encoder, SparseEncoder):
-            for layer in encoder.modules():
-                if isinstance(layer, spconv.conv.SparseConvolution):
-                    for param in layer.parameters(recurse=False):
-                        register_external_parameter(encoder, param)
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    out = tensor.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
 
 
 @dataclass
@@ -230,13 +216,8 @@ class Runtime:
         self.accelerator.wait_for_everyone()
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Sum over ranks (a new tensor; identity on one process)."""
-        out = tensor.clone()
-        if self.world_size > 1:
-            import torch.distributed as dist
-
-            dist.all_reduce(out, op=dist.ReduceOp.SUM)
-        return out
+        """Sum over ranks (``sum_over_ranks``); the balancer's batch-level rules get this as their all-reduce."""
+        return sum_over_ranks(tensor)
 
     def any_rank(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is True on at least one rank."""
@@ -265,8 +246,11 @@ class Runtime:
     # -- engine -----------------------------------------------------------------------------------
     def prepare(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[Any, Any, Any]:
         engine, optimizer, scheduler = self.accelerator.prepare(model, optimizer, scheduler)
-        if self.zero_stage == 3:
-            _register_sparse_conv_weights(engine.module)
+        if self.zero_stage == 3:  # parameters used outside their own layer's forward (models/parallelize.py)
+            from deepspeed.runtime.zero.partition_parameters import register_external_parameter
+
+            for owner, param in externally_used_parameters(engine.module):
+                register_external_parameter(owner, param)
         return engine, optimizer, scheduler
 
     def backward(self, loss: torch.Tensor, *, boundary: bool = True) -> None:

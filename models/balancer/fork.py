@@ -60,7 +60,7 @@ class _ConflictForkFunction(autograd.Function):
 class ConflictFork(TaskFork):
     """Task fork whose backward suppresses gradient conflicts between detection and prediction.
 
-    ``all_reduce`` sums a tensor across data-parallel ranks (``trainer.balancing.reduce``); it is
+    ``all_reduce`` sums a tensor across data-parallel ranks (the trainer sets its runtime's); it is
     used only by ``batch`` granularity. ``last_stats`` holds the statistics of the latest backward
     (detached device tensors, or None before the first backward / with ``collect_stats=False``).
     """

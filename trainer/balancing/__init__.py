@@ -1,9 +1,9 @@
 """Stage-2 task balancing on the trainer side: the strategies (the fork on Z and the loss-level /
-parameter-level baselines), the method choice and the distributed all-reduce for the fork's batch rules."""
+parameter-level baselines) and the method choice (the
+all-reduce of the fork's batch rules is the runtime's)."""
 
 from trainer.balancing.config import BalancingConfig
 from trainer.balancing.param_pcgrad import ParamPCGrad, ensure_param_pcgrad_supported
-from trainer.balancing.reduce import distributed_sum
 from trainer.balancing.strategies import BALANCINGS, Balancing
 from trainer.balancing.uncertainty import UncertaintyWeighting
 
@@ -13,6 +13,5 @@ __all__ = [
     "BalancingConfig",
     "ParamPCGrad",
     "UncertaintyWeighting",
-    "distributed_sum",
     "ensure_param_pcgrad_supported",
 ]

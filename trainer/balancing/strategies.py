@@ -2,8 +2,8 @@
 
 ``BALANCINGS`` is the registry; ``balancing.method`` names one of its keys, and nothing else reads it.
 Each strategy is an ``nn.Module`` (the uncertainty weights are parameters the engine trains and
-checkpoints) with four hooks: ``configure_model`` (install the fork on Z), ``attach`` (keep the engine),
-``combine`` (the loss to back-propagate), ``backward`` and ``stats`` (what to log).
+checkpoints) with hooks: ``configure_model`` (install the fork on Z), ``attach`` (take the runtime's
+all-reduce and the engine), ``combine`` (the loss to back-propagate), ``backward`` and ``stats`` (what to log).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from models.balancer import ConflictFork
 from models.balancer.stats import ConflictStats
 from models.v2x_model import V2XModel
 from trainer.balancing.param_pcgrad import ParamPCGrad
-from trainer.balancing.reduce import distributed_sum
 from trainer.balancing.uncertainty import UncertaintyWeighting
 
 if TYPE_CHECKING:
@@ -38,8 +37,8 @@ class Balancing(nn.Module):
     def configure_model(self, model: V2XModel) -> None:
         """Install what the strategy needs inside the model (before the engine is built)."""
 
-    def attach(self, engine: Any) -> None:
-        """Keep what the strategy needs of the prepared engine."""
+    def attach(self, model: V2XModel, engine: Any, runtime: Runtime) -> None:
+        """Keep what the strategy needs of the prepared engine and the runtime (before the first step)."""
 
     def combine(self, det: Tensor, pred: Tensor, logs: dict[str, Tensor]) -> Tensor:
         """The loss to back-propagate from the weighted task losses; may add to ``logs``."""
@@ -54,17 +53,24 @@ class Balancing(nn.Module):
 
 class ForkBalancing(Balancing):
     """TurboTrain's balancer: a ``ConflictFork`` on Z combines the task gradients inside the one backward
-    (``balancing.fork``: rule, granularity, magnitude balancing); ranks agree through ``distributed_sum``."""
+    (``balancing.fork``: rule, granularity, magnitude balancing); the batch-level rules' sums go through the
+    runtime's all-reduce, so every rank applies the same rule."""
 
     def __init__(self, config: BalancingConfig) -> None:
         super().__init__()
         self.fork_config = config.fork
 
     def configure_model(self, model: V2XModel) -> None:
-        model.task_fork = ConflictFork(self.fork_config, all_reduce=distributed_sum)
+        model.task_fork = ConflictFork(self.fork_config)
+
+    def attach(self, model: V2XModel, engine: Any, runtime: Runtime) -> None:
+        if not isinstance(model.task_fork, ConflictFork):
+            raise RuntimeError("ForkBalancing.attach before configure_model")
+        model.task_fork.all_reduce = runtime.all_reduce_sum
 
     def stats(self, model: V2XModel) -> dict[str, float]:
-        return stats_logs(getattr(model.task_fork, "last_stats", None))
+        fork = model.task_fork
+        return stats_logs(fork.last_stats if isinstance(fork, ConflictFork) else None)
 
 
 class UncertaintyBalancing(Balancing):
@@ -90,7 +96,7 @@ class ParamPCGradBalancing(Balancing):
         super().__init__()
         self._pcgrad: ParamPCGrad | None = None  # a plain object: it holds the engine, which holds this module
 
-    def attach(self, engine: Any) -> None:
+    def attach(self, model: V2XModel, engine: Any, runtime: Runtime) -> None:
         self._pcgrad = ParamPCGrad(engine)
 
     def backward(self, runtime: Runtime, task_losses: tuple[Tensor, ...], loss: Tensor, *, boundary: bool) -> None:

@@ -64,8 +64,9 @@ class StageTask(nn.Module):
     def configure_model(self, model: V2XModel) -> None:
         """Install what the task needs inside the model before training (the balancer's fork)."""
 
-    def attach(self, engine: Any) -> None:
-        """Called once with the prepared engine (a balancing that drives its own backward keeps it)."""
+    def attach(self, model: V2XModel, engine: Any, runtime: Runtime) -> None:
+        """Called once with the prepared engine and the runtime, before the first step (a balancing takes the
+        runtime's all-reduce, or keeps the engine to drive its own backward)."""
 
     def step(self, model: V2XModel, batch: Batch, generator: torch.Generator) -> StepResult:
         """Forward and loss of one micro-batch (already in the stage's view)."""

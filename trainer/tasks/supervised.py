@@ -39,9 +39,9 @@ class SupervisedTask(StageTask):
         if self.balancing is not None:
             self.balancing.configure_model(model)
 
-    def attach(self, engine: Any) -> None:
+    def attach(self, model: V2XModel, engine: Any, runtime: Runtime) -> None:
         if self.balancing is not None:
-            self.balancing.attach(engine)
+            self.balancing.attach(model, engine, runtime)
 
     def step(self, model: V2XModel, batch: Batch, generator: torch.Generator) -> StepResult:
         out = model(batch, heads=self.heads, **stage_switches(self.stage))
