@@ -167,16 +167,18 @@ def worker(size: str, encoder: str, precisions: list[str], out: Path) -> None:
     import torch.distributed as dist
 
     from models.config import model_config
+    from models.parallelize import parameter_count
     from models.v2x_model import V2XModel
     from tests.batch_factory import make_batch
     from trainer.losses import task_losses
+    from trainer.runtime import register_zero3_external_parameters
 
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device(f"cuda:{rank}") if torch.cuda.is_available() else torch.device("cpu")
     config = replace(model_config(size), encoder=encoder)
     batch = make_batch(config, num_scenes=MICRO_BATCH, agents=2, max_agents=2, seed=rank).to(device)
-    num_params = sum(p.numel() for p in V2XModel(config).parameters())
+    num_params = parameter_count(config)
     results = []
     for precision, buckets, stage in [(p, b, s) for p in precisions for b in BUCKETS for s in (0, 1, 2, 3)]:
         torch.manual_seed(0)
@@ -185,6 +187,8 @@ def worker(size: str, encoder: str, precisions: list[str], out: Path) -> None:
         engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
                                           config=ds_config(stage, world, buckets=buckets, num_params=num_params,
                                                             precision=precision))
+        if stage == 3:  # as the trainer's runtime does: spconv weights are gathered with their encoder
+            register_zero3_external_parameters(engine.module)
         for step in range(2):
             loss = task_losses(engine(batch), batch, engine.module.geometry).total
             engine.backward(loss)

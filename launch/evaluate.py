@@ -58,17 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def init_distributed() -> tuple[int, int]:
     """(rank, world size) from the launcher's environment; joins the process group when WORLD_SIZE > 1."""
-    import torch
-    import torch.distributed as dist
+    from trainer.runtime.process_group import join_launcher_group
 
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return 0, 1
-    if not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # NCCL object gathers need it
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=GATHER_TIMEOUT)
-    return dist.get_rank(), dist.get_world_size()
+    return join_launcher_group(GATHER_TIMEOUT)
 
 
 @dataclass(frozen=True)
@@ -81,17 +73,17 @@ class RankFailed:
 
 
 class FailureAwareGather:
-    """``all_gather_objects`` that raises on every rank when some rank sent a :class:`RankFailed`."""
+    """``gather_objects`` that raises on every rank when some rank sent a :class:`RankFailed`."""
 
     def __init__(self) -> None:
         self.entered = False
 
     def __call__(self, obj: object) -> list[object]:
         from trainer.checkpoint_io import CheckpointError
-        from trainer.eval.distributed import all_gather_objects
+        from trainer.runtime.process_group import gather_objects
 
         self.entered = True
-        per_rank = all_gather_objects(obj)
+        per_rank = gather_objects(obj)
         failed = [entry for entry in per_rank if isinstance(entry, RankFailed)]
         if failed:
             first = failed[0]
@@ -140,9 +132,9 @@ def evaluate(args: argparse.Namespace, *, rank: int, world_size: int) -> tuple[d
             raise
     except Exception as err:
         if gather is not None and not gather.entered:  # failed before the gather: release the waiting peers
-            from trainer.eval.distributed import all_gather_objects
+            from trainer.runtime.process_group import gather_objects
 
-            all_gather_objects(RankFailed(rank, f"{type(err).__name__}: {err}", isinstance(err, CheckpointError)))
+            gather_objects(RankFailed(rank, f"{type(err).__name__}: {err}", isinstance(err, CheckpointError)))
         raise
     if not metrics.get("num_frames"):
         raise CheckpointError(f"data {cfg.data.val_shards} produced no samples to evaluate")
@@ -156,22 +148,17 @@ def main(argv: list[str] | None = None) -> int:
     rank, world_size = init_distributed()
     from trainer.checkpoint_io import CheckpointError
     from trainer.eval.table import format_table
+    from trainer.runtime.process_group import barrier, leave_process_group
 
     try:
         source, metrics = evaluate(args, rank=rank, world_size=world_size)
-        if world_size > 1:
-            import torch.distributed as dist
-
-            dist.barrier()  # tear the process group down together: a rank leaving early could abort in gloo
+        barrier()  # tear the process group down together: a rank leaving early could abort in gloo
     except CheckpointError as err:
         where = f"[rank {rank}] " if world_size > 1 else ""  # every rank: a rank-specific failure is visible too
         print(f"{where}error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     finally:
-        import torch.distributed as dist
-
-        if world_size > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+        leave_process_group()
     if rank != 0:
         return 0
     stage = f", stage {source['stage']}" if source["stage"] else ""

@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 
 from tests.test_eval_fixtures import box, make_batch, make_detections
 from trainer.eval import EvalConfig, Evaluator, format_table
-from trainer.eval.distributed import all_gather_objects
+from trainer.runtime.process_group import gather_objects
 
 CONFIG = EvalConfig(class_names=["car", "ped"], pred_score_threshold=0.2)
 
@@ -89,16 +89,16 @@ def test_injected_gather_merges_ranks():
         rank_a.compute()
 
 
-def test_all_gather_objects_without_process_group_is_identity():
+def test_gather_objects_without_process_group_is_identity():
     assert not dist.is_initialized()
-    assert all_gather_objects({"a": 1}) == [{"a": 1}]
+    assert gather_objects({"a": 1}) == [{"a": 1}]
 
 
 def _rank_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        evaluator = Evaluator(CONFIG, gather=all_gather_objects)
+        evaluator = Evaluator(CONFIG, gather=gather_objects)
         # 5 frames split unevenly (3 + 2), rank 1 padded with a repeat of frame 4 (2 batches each).
         run_frames(evaluator, [0, 1, 2] if rank == 0 else [3, 4, 4])
         metrics = evaluator.compute()

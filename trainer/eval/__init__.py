@@ -1,6 +1,6 @@
 """Evaluation: rotated BEV IoU, detection AP, prediction metrics (minADE/minFDE/MR/EPA), Evaluator.
 
-``trainer.eval.distributed`` (torch.distributed gather) is imported explicitly by the caller.
+Across processes the Evaluator takes a gather callable (``trainer.runtime.process_group.gather_objects``).
 """
 
 from trainer.eval.ap import average_precision, detection_tp_flags, voc_average_precision

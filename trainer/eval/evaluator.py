@@ -11,7 +11,7 @@ from trainer.eval.records import FrameRecord, make_frame_record
 from trainer.eval.summary import summarize_records
 
 Gather = Callable[[object], list[object]]
-"""Collective that returns every rank's object, in rank order (e.g. ``trainer.eval.distributed.all_gather_objects``)."""
+"""Collective that returns every rank's object, in rank order (e.g. ``trainer.runtime.process_group.gather_objects``)."""
 
 
 def unique_by_key(records: list[FrameRecord]) -> list[FrameRecord]:
