@@ -17,7 +17,7 @@ tensor storage the engine holds on that rank:
 The count is taken after the second backward (gradients reduced, optimizer state allocated), so it shows the
 steady state, not the transient peak inside backward (where ZeRO-1 still holds full gradients and ZeRO-2 only
 its buckets). Bucket settings (see ``BUCKETS``): ``model`` sizes every bucket to the model and partitions every
-parameter, which isolates what partitioning saves; ``trainer`` is what ``trainer/runtime.py`` fills in for the
+parameter, which isolates what partitioning saves; ``trainer`` is what ``trainer/runtime/launch_config.py`` fills in for the
 ``auto`` sizes of ``ds_configs/zero*.json``; ``deepspeed`` is DeepSpeed's own defaults, whose fixed-size buffers
 dominate a small model.
 Each storage counts once (the first category to claim it, in that order). Ratios are to stage 0 (no ZeRO) of the

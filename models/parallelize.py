@@ -1,5 +1,5 @@
 """What a sharding engine needs to know about the model, beside ``v2x_model.py`` (torchtitan's split of
-``model.py`` and ``parallelize.py``). Pure PyTorch: the runtime (``trainer/runtime.py``) applies it."""
+``model.py`` and ``parallelize.py``). Pure PyTorch: the runtime (``trainer/runtime/``) applies it."""
 
 from __future__ import annotations
 
