@@ -28,9 +28,9 @@ from batch_factory import make_batch  # noqa: E402
 
 from models.balancer import BalancerConfig, ConflictFork  # noqa: E402
 from models.config import MODEL_SIZES, model_config  # noqa: E402
-from models.fork import TaskFork  # noqa: E402
+from models.balancer.task_fork import TaskFork  # noqa: E402
 from models.v2x_model import V2XModel  # noqa: E402
-from trainer.balancing import ParamPCGrad  # noqa: E402
+from trainer.balancer import ParamPCGrad  # noqa: E402
 from trainer.losses.task_losses import task_losses  # noqa: E402
 
 

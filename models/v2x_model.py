@@ -10,7 +10,7 @@ from models.agent_fusion import AgentFusion
 from models.batch import Batch
 from models.bev import BevGeometry
 from models.config import ModelConfig
-from models.fork import TaskFork
+from models.balancer.task_fork import TaskFork
 from models.heads import DetectionHead, HeadNeck, PredictionHead, ReconstructionHead
 from models.output import ModelOutput
 from models.pillar_encoder import PillarEncoder
@@ -29,7 +29,7 @@ class V2XModel(nn.Module):
     ``geometry`` is the grid of the detection and prediction heads' maps (what losses and decoding read);
     ``fusion_geometry`` is Z's, where fusion, attention and the reconstruction decoder run.
 
-    ``task_fork`` is a plain attribute: assign a ``models.fork.TaskFork`` subclass to change how the
+    ``task_fork`` is a plain attribute: assign a ``models.balancer.TaskFork`` subclass to change how the
     detection and prediction gradients are combined.
     """
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from models.balancer import BalancerConfig, ConflictFork
-from models.fork import TaskFork
+from models.balancer.task_fork import TaskFork
 
 WORLD = 2
 MICRO_BATCH = 2

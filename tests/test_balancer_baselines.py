@@ -11,9 +11,9 @@ from torch import nn
 
 from tests.balancer_zero_worker import make_data, make_model, task_losses
 from models.balancer import ConflictFork, pcgrad
-from models.fork import TaskFork
+from models.balancer.task_fork import TaskFork
 from trainer.runtime import sum_over_ranks
-from trainer.balancing import (
+from trainer.balancer import (
     BALANCINGS,
     BalancingConfig,
     ParamPCGrad,

@@ -8,7 +8,7 @@ from torch import nn
 
 from tests.balancer_zero_worker import ToyTwoTask, make_data, make_model, task_losses
 from models.balancer import BalancerConfig, ConflictFork, ConflictStats, combine
-from models.fork import TaskFork
+from models.balancer.task_fork import TaskFork
 
 
 def batch():

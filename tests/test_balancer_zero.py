@@ -19,7 +19,7 @@ import torch
 
 import tests.balancer_zero_worker as worker
 from models.balancer import combine
-from models.fork import TaskFork
+from models.balancer.task_fork import TaskFork
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ import torch
 from models.batch import Batch
 from models.config import model_config
 from models.decode import circle_nms, decode_detections
-from models.fork import TaskFork
+from models.balancer.task_fork import TaskFork
 from models.v2x_model import V2XModel
 from tests.batch_factory import make_batch
 

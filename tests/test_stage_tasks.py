@@ -11,10 +11,10 @@ import torch
 from launch.train import main
 from models.balancer import ConflictFork
 from models.config import model_config
-from models.fork import TaskFork
+from models.balancer.task_fork import TaskFork
 from models.v2x_model import V2XModel
 from tests.train_harness import base_overrides
-from trainer.balancing.strategies import ForkBalancing, ParamPCGradBalancing, UncertaintyBalancing
+from trainer.balancer.strategies import ForkBalancing, ParamPCGradBalancing, UncertaintyBalancing
 from trainer.config import StageConfig, TrainConfig
 from trainer.config_io import load_config
 from trainer.metrics_log import read_metrics

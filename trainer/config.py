@@ -15,8 +15,8 @@ from typing import Any, Optional
 import torch
 
 from models.config import MODEL_SIZES, ModelConfig, model_config
-from trainer.balancing.config import BalancingConfig
-from trainer.balancing.strategies import BALANCINGS
+from trainer.balancer.config import BalancingConfig
+from trainer.balancer.strategies import BALANCINGS
 from trainer.data.config import DataConfig
 from trainer.eval.config import EvalConfig
 from trainer.faults import FaultConfig

@@ -17,7 +17,7 @@ from torch import Tensor, autograd
 from models.balancer.config import BalancerConfig
 from models.balancer.rules import AllReduce, combine_with_moments, pair_moments
 from models.balancer.stats import ConflictStats, stats_from_moments, stats_one_task
-from models.fork import TaskFork
+from models.balancer.task_fork import TaskFork
 
 
 def combine_task_gradients(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from trainer.balancing.strategies import BALANCINGS
+from trainer.balancer.strategies import BALANCINGS
 from trainer.tasks.base import StageTask
 from trainer.tasks.pretrain import PretrainTask
 from trainer.tasks.supervised import SupervisedTask

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from models.batch import Batch
 from models.v2x_model import V2XModel
-from trainer.balancing.strategies import Balancing
+from trainer.balancer.strategies import Balancing
 from trainer.losses.config import TaskLossConfig
 from trainer.losses.task_losses import task_losses
 from trainer.tasks.base import StageTask, StepResult, stage_switches

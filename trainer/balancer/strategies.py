@@ -15,11 +15,11 @@ from torch import Tensor, nn
 from models.balancer import ConflictFork
 from models.balancer.stats import ConflictStats
 from models.v2x_model import V2XModel
-from trainer.balancing.param_pcgrad import ParamPCGrad
-from trainer.balancing.uncertainty import UncertaintyWeighting
+from trainer.balancer.param_pcgrad import ParamPCGrad
+from trainer.balancer.uncertainty import UncertaintyWeighting
 
 if TYPE_CHECKING:
-    from trainer.balancing.config import BalancingConfig
+    from trainer.balancer.config import BalancingConfig
     from trainer.runtime import Runtime
 
 

@@ -1,11 +1,11 @@
-"""Choice of the stage-2 task-balancing method (``trainer.balancing.strategies.BALANCINGS``)."""
+"""Choice of the stage-2 task-balancing method (``trainer.balancer.strategies.BALANCINGS``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from models.balancer import BalancerConfig
-from trainer.balancing.strategies import BALANCINGS
+from trainer.balancer.strategies import BALANCINGS
 
 METHODS = tuple(BALANCINGS)
 
