@@ -28,7 +28,7 @@ TINY_DATA = ["synthetic.train_scenarios=2", "synthetic.val_scenarios=1"]
 
 
 def _train(work: Path, name: str, args: list[str], timeout: int) -> list[dict]:
-    from trainer.metrics_log import read_metrics
+    from trainer.engine.metrics_log import read_metrics
 
     run = work / name
     cmd = [sys.executable, str(REPO / "launch" / "train.py"), "--config", "recipes/multitask.yaml", *TINY_DATA,
@@ -50,7 +50,7 @@ def check_spconv(work: Path, *, size: str = "base", device: str = "cuda") -> str
     from models.sparse_encoder import SparseEncoder
     from trainer.config_io import load_config
     from trainer.data.loader import build_loader
-    from trainer.synthetic_data import prepare_synthetic, shard_patterns
+    from trainer.data.synth.dataset import prepare_synthetic, shard_patterns
 
     cfg = load_config(None, [f"model_size={size}", *TINY_DATA, f"synthetic.cache_dir={work / 'cache'}",
                              "data.num_workers=0"])

@@ -75,9 +75,9 @@ def main() -> None:
     parser.add_argument("--score", type=float, default=0.3, help="detections above this score take part")
     parser.add_argument("--out", type=Path, default=None, help="also write localisation.{json,md} here")
     args = parser.parse_args()
-    from trainer.checkpoint_io import load_for_inference
+    from trainer.checkpointing.checkpoint_io import load_for_inference
     from trainer.data.loader import build_loader
-    from trainer.evaluation import predict_scenes
+    from trainer.eval.model_eval import predict_scenes
 
     setup = load_for_inference(args.checkpoint, stage=args.stage)
     model = setup.model.eval()

@@ -24,9 +24,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import RESULTS_DIR, machine_info, markdown_table, median_and_spread, run_train  # noqa: E402
-from trainer.checkpoint_io import run_stage_names  # noqa: E402
+from trainer.checkpointing.checkpoint_io import run_stage_names  # noqa: E402
 from trainer.data.config import DataConfig  # noqa: E402
-from trainer.metrics_log import read_metrics  # noqa: E402
+from trainer.engine.metrics_log import read_metrics  # noqa: E402
 
 RECIPE = "recipes/turbotrain.yaml"
 BUDGETS: dict[str, dict[str, Any]] = {

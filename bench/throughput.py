@@ -24,7 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REPO, RESULTS_DIR, machine_info, markdown_table, run_train  # noqa: E402
-from trainer.metrics_log import read_metrics  # noqa: E402
+from trainer.engine.metrics_log import read_metrics  # noqa: E402
 
 ENGINES = {"plain": ["distributed.engine=plain"],
            "deepspeed_zero2": ["distributed.engine=deepspeed", "distributed.deepspeed_config=ds_configs/zero2.json"]}

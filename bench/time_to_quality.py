@@ -29,7 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REPO, RESULTS_DIR, machine_info, markdown_table, median_and_spread, run_train  # noqa: E402
-from trainer.metrics_log import read_metrics  # noqa: E402
+from trainer.engine.metrics_log import read_metrics  # noqa: E402
 
 METRICS = ("AP@0.5", "EPA", "minADE", "AP@0.3", "MR", "hit_rate")
 """Reported per evaluation. ``hit_rate`` = EPA's numerator without its false-positive penalty: ground-truth objects

@@ -79,7 +79,7 @@ class FailureAwareGather:
         self.entered = False
 
     def __call__(self, obj: object) -> list[object]:
-        from trainer.checkpoint_io import CheckpointError
+        from trainer.checkpointing.checkpoint_io import CheckpointError
         from trainer.runtime.process_group import gather_objects
 
         self.entered = True
@@ -100,11 +100,11 @@ def json_safe(metrics: dict[str, float]) -> dict[str, float | None]:
 def evaluate(args: argparse.Namespace, *, rank: int, world_size: int) -> tuple[dict[str, Any], dict[str, float]]:
     """Load, check and evaluate: (what was evaluated, metrics), identical on every rank.
 
-    Raises ``trainer.checkpoint_io.CheckpointError`` for bad input.
+    Raises ``trainer.checkpointing.checkpoint_io.CheckpointError`` for bad input.
     """
-    from trainer.checkpoint_io import CheckpointError, inference_device, load_for_inference
+    from trainer.checkpointing.checkpoint_io import CheckpointError, inference_device, load_for_inference
     from trainer.data.loader import build_loader
-    from trainer.evaluation import evaluate_model
+    from trainer.eval.model_eval import evaluate_model
 
     setup = load_for_inference(args.checkpoint, stage=args.stage, config=args.config, overrides=args.overrides)
     cfg = setup.cfg
@@ -146,7 +146,7 @@ def evaluate(args: argparse.Namespace, *, rank: int, world_size: int) -> tuple[d
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rank, world_size = init_distributed()
-    from trainer.checkpoint_io import CheckpointError
+    from trainer.checkpointing.checkpoint_io import CheckpointError
     from trainer.eval.table import format_table
     from trainer.runtime.process_group import barrier, leave_process_group
 

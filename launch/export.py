@@ -7,7 +7,7 @@
   python launch/export.py --checkpoint ckpt/step_000120 --config runs/r/config.yaml --out weights.pt
 
 The output is ``{"model": fp32 state dict, "model_config": dict}``, loadable with
-``trainer.export.load_exported`` (or ``stages.<name>.init_from=weights.pt``). The model config comes
+``trainer.checkpointing.export.load_exported`` (or ``stages.<name>.init_from=weights.pt``). The model config comes
 from --config, else from the run's ``config.yaml`` found around the checkpoint.
 Exit codes: 0 written, 2 bad input (a path that is no checkpoint, no config, unreadable weights).
 """
@@ -39,14 +39,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from trainer.checkpoint_io import CheckpointError, resolve_checkpoint, resolve_config
-    from trainer.export import export_weights
+    from trainer.checkpointing.checkpoint_io import CheckpointError, resolve_checkpoint, resolve_config
+    from trainer.checkpointing.export import export_weights
 
     try:
         resolved = resolve_checkpoint(args.checkpoint, stage=args.stage)
         if resolved.kind == "exported":
             raise CheckpointError(f"{resolved.path} is already exported weights; load it with "
-                                  f"trainer.export.load_exported")
+                                  f"trainer.checkpointing.export.load_exported")
         cfg = resolve_config(resolved, args.config, args.overrides)
         if cfg is None:
             raise CheckpointError(f"{resolved.path}: no run config.yaml around this checkpoint; pass --config")
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from trainer.export import load_exported
+    from trainer.checkpointing.export import load_exported
 
     model, payload = load_exported(args.out)  # strict load: the file is usable for inference as written
     params = sum(p.numel() for p in model.parameters())

@@ -40,16 +40,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from trainer.preflight import PreflightError, preflight
+    from trainer.data.preflight import PreflightError, preflight
 
     try:
         preflight(cfg)
     except PreflightError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from trainer.loop import Preempted, TrainingDiverged
-    from trainer.pipeline import run_pipeline
-    from trainer.run_dir import RunDirError
+    from trainer.engine.loop import Preempted, TrainingDiverged
+    from trainer.engine.pipeline import run_pipeline
+    from trainer.checkpointing.run_dir import RunDirError
     from trainer.runtime import LaunchConfigError
 
     try:

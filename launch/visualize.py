@@ -62,7 +62,7 @@ def samples_setup(args: argparse.Namespace) -> tuple[Any, Any]:
         overrides.append(f"data.val_shards={args.data}")
     if args.checkpoint is None:
         return load_config(args.config, overrides), None
-    from trainer.checkpoint_io import inference_device, load_for_inference, make_predictor
+    from trainer.checkpointing.checkpoint_io import inference_device, load_for_inference, make_predictor
 
     setup = load_for_inference(args.checkpoint, stage=args.stage, config=args.config, overrides=overrides)
     predict = make_predictor(setup.model, stage=setup.stage, device=inference_device(),

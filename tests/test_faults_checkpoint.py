@@ -16,14 +16,14 @@ import pytest
 import torch
 
 from tests.train_harness import REPO
-from trainer.checkpoint import TrainState, latest_checkpoint, read_pointer, save_checkpoint
+from trainer.checkpointing.checkpoint import TrainState, latest_checkpoint, read_pointer, save_checkpoint
 
 # The child saves step 2 completely, then starts saving step 4 and blocks at the chosen point until killed.
 CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     import torch
-    import trainer.checkpoint as ckpt
+    import trainer.checkpointing.checkpoint as ckpt
 
     ckpt_dir, where = Path(sys.argv[1]), sys.argv[2]
     ready = ckpt_dir.parent / "ready"

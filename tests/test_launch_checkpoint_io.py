@@ -1,4 +1,4 @@
-"""trainer.checkpoint_io: what a path is (run / stage / engine checkpoint / exported .pt), loading it, predicting."""
+"""trainer.checkpointing.checkpoint_io: what a path is (run / stage / engine checkpoint / exported .pt), loading it, predicting."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import torch
 
 from models.v2x_model import V2XModel
 from tests.batch_factory import make_batch
-from trainer.checkpoint_io import (CheckpointError, ResolvedCheckpoint, load_for_inference, load_plain_model,
+from trainer.checkpointing.checkpoint_io import (CheckpointError, ResolvedCheckpoint, load_for_inference, load_plain_model,
                                    make_predictor, resolve_checkpoint)
 from trainer.config_io import load_config, to_yaml
-from trainer.export import export_weights
+from trainer.checkpointing.export import export_weights
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "turbotrain.yaml"  # two stages: pretrain, finetune

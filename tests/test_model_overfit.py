@@ -17,7 +17,7 @@ from models.v2x_model import V2XModel
 from tests.batch_factory import make_batch
 from trainer.eval.config import EvalConfig
 from trainer.eval.evaluator import Evaluator
-from trainer.evaluation import predict_scenes
+from trainer.eval.model_eval import predict_scenes
 from trainer.losses import TaskLossConfig, task_losses
 
 STEPS = 400

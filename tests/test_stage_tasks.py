@@ -17,9 +17,9 @@ from tests.train_harness import base_overrides
 from trainer.balancer.strategies import ForkBalancing, ParamPCGradBalancing, UncertaintyBalancing
 from trainer.config import StageConfig, TrainConfig
 from trainer.config_io import load_config
-from trainer.metrics_log import read_metrics
+from trainer.engine.metrics_log import read_metrics
 from trainer.tasks import TASKS, make_task
-from trainer.train_module import TrainingModule
+from trainer.engine.train_module import TrainingModule
 
 
 @pytest.mark.parametrize("task, heads, evaluates", [

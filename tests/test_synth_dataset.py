@@ -151,7 +151,7 @@ def test_cli_smoke(tmp_path, capsys):
 
 def _prepare_and_log(cache: str, log_path: str) -> None:
     from tests.train_harness import TINY_DATA
-    from trainer.synthetic_data import SyntheticDataConfig, prepare_synthetic
+    from trainer.data.synth.dataset import SyntheticDataConfig, prepare_synthetic
 
     cfg = SyntheticDataConfig(**{**TINY_DATA.__dict__, "cache_dir": cache})
     root = prepare_synthetic(cfg, max_agents=4, history=5,
@@ -162,7 +162,7 @@ def _prepare_and_log(cache: str, log_path: str) -> None:
 def test_jobs_started_together_generate_the_shared_dataset_once(tmp_path):
     import multiprocessing
 
-    from trainer.synthetic_data import shard_patterns
+    from trainer.data.synth.dataset import shard_patterns
 
     context = multiprocessing.get_context("fork")
     logs = [tmp_path / f"job{i}.log" for i in range(2)]

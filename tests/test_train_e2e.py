@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.train_harness import base_overrides, run_train
-from trainer.metrics_log import read_metrics
+from trainer.engine.metrics_log import read_metrics
 
 pytestmark = pytest.mark.slow
 MULTITASK = ["--config", "recipes/multitask.yaml"]
@@ -69,8 +69,8 @@ def test_single_plain_process_zero3_export_matches_engine(tiny_data, tmp_path):
     model reproduce the engine's end-of-stage evaluation exactly."""
     from trainer.config_io import load_config
     from trainer.data.loader import build_loader
-    from trainer.evaluation import evaluate_model
-    from trainer.export import load_exported
+    from trainer.eval.model_eval import evaluate_model
+    from trainer.checkpointing.export import load_exported
 
     run = tmp_path / "run"
     args = [*MULTITASK, *base_overrides(*tiny_data, run, steps=3), "distributed.deepspeed_config=ds_configs/zero3.json",

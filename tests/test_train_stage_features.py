@@ -11,8 +11,8 @@ from models.config import model_config
 from models.v2x_model import V2XModel
 from tests.train_harness import base_overrides, run_train
 from trainer.config_io import load_config
-from trainer.freezing import apply_freeze
-from trainer.metrics_log import read_metrics
+from trainer.engine.freezing import apply_freeze
+from trainer.engine.metrics_log import read_metrics
 
 # V2XPnP's manual pipeline (docs/RESULTS.md section 1, recipe (a)), as the modules that TRAIN in each stage.
 MANUAL_TRAINED = {
@@ -78,7 +78,7 @@ def test_short_stage1_run_lowers_reconstruction_loss_and_feeds_stage2(tiny_data,
     first, last = sum(recon[s] for s in (1, 2, 3)) / 3, sum(recon[s] for s in (14, 15, 16)) / 3
     assert last < 0.7 * first, recon
     # the stage-1 encoder loads into a stage-2 model; the decoder is what gets discarded
-    from trainer.freezing import load_initial_weights
+    from trainer.engine.freezing import load_initial_weights
 
     model = V2XModel(load_config("recipes/multitask.yaml").model)
     report = load_initial_weights(model, run / "pretrain" / "final.pt", skip=["recon_head"])

@@ -12,11 +12,11 @@ import torch
 
 from models.config import model_config
 from tests.batch_factory import make_batch
-from trainer.batch_ops import current_frame_only, ego_only
-from trainer.checkpoint import TrainState, latest_checkpoint, read_pointer, save_checkpoint
+from trainer.engine.batch_ops import current_frame_only, ego_only
+from trainer.checkpointing.checkpoint import TrainState, latest_checkpoint, read_pointer, save_checkpoint
 from trainer.config_io import ConfigError, load_config, to_yaml
 from trainer.runtime import LaunchConfigError, check_launcher_precision, resolve_deepspeed_config, zero_bucket_sizes
-from trainer.schedule import warmup_cosine
+from trainer.engine.schedule import warmup_cosine
 
 
 def test_default_recipe_is_turbotrain_and_round_trips(tmp_path):
@@ -196,7 +196,7 @@ def test_wandb_project_and_entity_are_configurable():
 
 
 def test_config_changes_list_every_differing_leaf():
-    from trainer.run_dir import config_changes
+    from trainer.checkpointing.run_dir import config_changes
 
     saved = "optim:\n  lr: 0.002\nstages:\n  a:\n    steps: 2\nrun:\n  allow_config_change: false\n"
     now = "optim:\n  lr: 0.001\nstages:\n  a:\n    steps: 2\n  b:\n    steps: 1\nrun:\n  allow_config_change: true\n"

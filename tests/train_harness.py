@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from trainer.synthetic_data import SyntheticDataConfig, prepare_synthetic, shard_patterns
+from trainer.data.synth.dataset import SyntheticDataConfig, prepare_synthetic, shard_patterns
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = str(REPO / "launch" / "train.py")

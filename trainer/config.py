@@ -19,10 +19,10 @@ from trainer.balancer.config import BalancingConfig
 from trainer.balancer.strategies import BALANCINGS
 from trainer.data.config import DataConfig
 from trainer.eval.config import EvalConfig
-from trainer.faults import FaultConfig
+from trainer.engine.faults import FaultConfig
 from trainer.losses.config import TaskLossConfig
 from trainer.pretrain.config import PretrainConfig
-from trainer.synthetic_data import SyntheticDataConfig
+from trainer.data.synth.dataset import SyntheticDataConfig
 from trainer.tasks.registry import TASKS
 
 PRECISIONS = ("bf16", "fp16", "fp32")

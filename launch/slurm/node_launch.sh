@@ -6,7 +6,7 @@
 # Signals: Slurm delivers USR1/TERM to every process of the step. The launcher (torch elastic agent
 # or DeepSpeed's launch.py) must not act on them -- it would kill the workers mid-checkpoint -- so it
 # runs with USR1/TERM ignored, and the Python workers install their own handlers
-# (trainer/signals.py): they agree on the stop, checkpoint and exit 75. The launchers report a failed
+# (trainer/engine/signals.py): they agree on the stop, checkpoint and exit 75. The launchers report a failed
 # worker as exit 1, so this wrapper turns "stopped after USR1" back into 75 for the batch shell. A TERM
 # (scancel, srun --kill-on-bad-exit after a peer failed, Slurm's own preemption) still makes the
 # workers checkpoint within KillWait, but is not turned into a requeue request: it may be a real

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from models.batch import Batch
 from models.v2x_model import V2XModel
-from trainer.batch_ops import current_frame_only, ego_only
+from trainer.engine.batch_ops import current_frame_only, ego_only
 from trainer.pretrain.targets import ReconTargets
 
 if TYPE_CHECKING:

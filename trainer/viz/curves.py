@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from trainer.metrics_log import read_metrics
+from trainer.engine.metrics_log import read_metrics
 
 NON_SERIES_KEYS = ("step", "stage", "epoch", "time", "wall_time")
 """Record keys that are never plotted as curves."""

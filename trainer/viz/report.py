@@ -7,7 +7,7 @@ from pathlib import Path
 
 from trainer.config import TrainConfig
 from trainer.data.loader import build_loader
-from trainer.export import load_exported
+from trainer.checkpointing.export import load_exported
 from trainer.viz.bev import BevPlotConfig
 from trainer.viz.curves import plot_training_curves
 from trainer.viz.samples import render_samples
@@ -20,7 +20,7 @@ def write_run_pictures(run_dir: Path, cfg: TrainConfig, *, num_samples: int) -> 
     """``<run>/curves.png`` plus ``<run>/samples/<key>.png`` for the first ``num_samples`` validation
     samples, drawn with the final weights of the run's last stage that detects (none if no stage does).
     Returns the written files."""
-    from trainer.checkpoint_io import make_predictor  # imports the evaluation stack; keep curves-only use light
+    from trainer.checkpointing.checkpoint_io import make_predictor  # imports the evaluation stack; keep curves-only use light
 
     written = [plot_training_curves(run_dir)]
     detecting = [name for name, stage in cfg.stages.items() if stage.task in ("detection", "multitask")]

@@ -11,22 +11,22 @@ from typing import Any
 import torch
 
 from models.v2x_model import V2XModel
-from trainer.checkpoint import latest_checkpoint
+from trainer.checkpointing.checkpoint import latest_checkpoint
 from trainer.config import StageConfig, TrainConfig, wandb_init_kwargs
 from trainer.config_io import to_yaml
 from trainer.data.loader import build_loader
 from trainer.eval.table import format_table
-from trainer.evaluation import evaluate_model, inner_model
-from trainer.export import export_weights
-from trainer.faults import FaultInjector
-from trainer.freezing import apply_freeze, load_initial_weights
-from trainer.loop import StageContext, step_seed, train_stage
-from trainer.metrics_log import MetricsLog
-from trainer.run_dir import CONFIG_FILE, RunDirError, decide_run_dir, resumed_config_changes
+from trainer.eval.model_eval import evaluate_model, inner_model
+from trainer.checkpointing.export import export_weights
+from trainer.engine.faults import FaultInjector
+from trainer.engine.freezing import apply_freeze, load_initial_weights
+from trainer.engine.loop import StageContext, step_seed, train_stage
+from trainer.engine.metrics_log import MetricsLog
+from trainer.checkpointing.run_dir import CONFIG_FILE, RunDirError, decide_run_dir, resumed_config_changes
 from trainer.runtime import Runtime
-from trainer.signals import PreemptionWatcher
-from trainer.synthetic_data import prepare_synthetic, shard_patterns
-from trainer.train_module import TrainingModule
+from trainer.engine.signals import PreemptionWatcher
+from trainer.data.synth.dataset import prepare_synthetic, shard_patterns
+from trainer.engine.train_module import TrainingModule
 
 FINAL_WEIGHTS = "final.pt"
 FINAL_RECORD = "final.json"

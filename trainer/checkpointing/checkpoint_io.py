@@ -1,6 +1,6 @@
 """Resolve what a user points at (run dir / stage dir / engine checkpoint / exported ``.pt``) and load it.
 
-Run directory layout (see ``trainer.pipeline``)::
+Run directory layout (see ``trainer.engine.pipeline``)::
 
     <run>/config.yaml                               resolved config of the run
     <run>/<stage>/final.pt                          exported fp32 weights ({"model", "model_config"})
@@ -26,12 +26,12 @@ from models.batch import Batch
 from models.config import ModelConfig
 from models.detections import SceneDetections
 from models.v2x_model import V2XModel
-from trainer.checkpoint import POINTER, latest_checkpoint
+from trainer.checkpointing.checkpoint import POINTER, latest_checkpoint
 from trainer.config import StageConfig, TrainConfig
 from trainer.config_io import ConfigError, load_config
-from trainer.export import DS_TAG, load_exported, model_state_from_checkpoint
-from trainer.evaluation import predict_scenes
-from trainer.run_dir import CONFIG_FILE as RUN_CONFIG
+from trainer.checkpointing.export import DS_TAG, load_exported, model_state_from_checkpoint
+from trainer.eval.model_eval import predict_scenes
+from trainer.checkpointing.run_dir import CONFIG_FILE as RUN_CONFIG
 
 CHECKPOINTS = "checkpoints"
 ENGINE_MARKERS = (DS_TAG, "pytorch_model.bin", "model.safetensors")
@@ -47,7 +47,7 @@ class ResolvedCheckpoint:
     """Where the weights are and what the run layout around them says."""
 
     kind: str
-    """``exported`` (a ``.pt`` written by ``trainer.export.export_weights``) or ``engine`` (an
+    """``exported`` (a ``.pt`` written by ``trainer.checkpointing.export.export_weights``) or ``engine`` (an
     Accelerate / DeepSpeed checkpoint folder of any ZeRO stage)."""
     path: Path
     """The ``.pt`` file or the engine checkpoint folder."""

@@ -11,16 +11,16 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
-from trainer.batch_stream import BatchStream
-from trainer.checkpoint import TrainState, latest_checkpoint, save_checkpoint
+from trainer.engine.batch_stream import BatchStream
+from trainer.checkpointing.checkpoint import TrainState, latest_checkpoint, save_checkpoint
 from trainer.config import StageConfig, TrainConfig
-from trainer.faults import FaultInjector
-from trainer.metrics_log import MetricsLog
+from trainer.engine.faults import FaultInjector
+from trainer.engine.metrics_log import MetricsLog
 from trainer.runtime import Runtime
-from trainer.schedule import warmup_cosine
-from trainer.signals import PreemptionWatcher
+from trainer.engine.schedule import warmup_cosine
+from trainer.engine.signals import PreemptionWatcher
 from trainer.tasks import StepResult
-from trainer.train_module import TrainingModule
+from trainer.engine.train_module import TrainingModule
 
 
 class TrainingDiverged(RuntimeError):

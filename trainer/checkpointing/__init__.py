@@ -1,0 +1,2 @@
+"""Checkpoints: engine state and the train state, resolving what a user points at, exported weights
+and run directories."""
