@@ -139,16 +139,47 @@ def test_plain_engine_two_processes_uses_ddp(tiny_data, tmp_path):
     assert sorted(_losses(run)) == [1, 2]
 
 
+# The modules with batch norm, frozen (eval mode, fixed weights) so that a micro-batch of 2 and two of 1 see
+# the same normalisation; temporal / agent fusion, windowed attention (layer norm: per sample) and the heads'
+# output convolutions train, and the balancer's fork on Z sits between them and the task losses.
+BATCH_NORM_MODULES = "[encoder,det_head.shared,det_head.heatmap.0.0,det_head.regression.0.0,pred_head.body]"
+
+
+def _one_sample_shards(train_shards: str, out: Path, copies: int = 2) -> str:
+    """``copies`` shards that each hold the first sample of the tiny training shard (so that every micro-batch
+    has the same objects: the losses' per-object normalisation then cannot tell b from 2b)."""
+    import io
+    import tarfile
+
+    first = Path(train_shards.split("::")[0])
+    with tarfile.open(first) as src:
+        members = src.getmembers()
+        key = members[0].name.split(".")[0]
+        payload = [(m, src.extractfile(m).read()) for m in members if m.name.split(".")[0] == key]
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(copies):
+        with tarfile.open(out / f"one-{i:06d}.tar", "w") as dst:
+            for member, data in payload:
+                dst.addfile(member, io.BytesIO(data))
+    return str(out / f"one-{{000000..{copies - 1:06d}}}.tar")
+
+
 @pytest.mark.parametrize("engine", ["zero1", "zero2", "zero3", "plain"])
 def test_gradient_accumulation_steps_the_optimizer_once_per_loop_step(engine, tiny_data, tmp_path):
     """Accumulation 2 on 2 processes: the optimizer steps once per loop step (DeepSpeed's global_steps, or
-    AdamW's step count on the plain engine), and the learning rate follows the schedule of the loop's steps."""
-    run = tmp_path / "run"
+    AdamW's step count on the plain engine), the learning rate follows the schedule of the loop's steps, and
+    the parameters (through the balancer's per-sample PCGrad fork) equal those of accumulation 1 with
+    micro-batch 2 (fp32, batch norm frozen)."""
+    train = _one_sample_shards(tiny_data[0], tmp_path / "shards")
     chosen = ["distributed.engine=plain"] if engine == "plain" else \
         [f"distributed.deepspeed_config=ds_configs/zero{engine[-1]}.json"]
-    args = [*MULTITASK, *base_overrides(*tiny_data, run, steps=3), "optim.grad_accum_steps=2", "optim.warmup_steps=2",
-            "stages.finetune.evaluate=false", *chosen]
-    _ok(run_train("accelerate", 2, args))
+    common = ["optim.warmup_steps=2", "stages.finetune.evaluate=false", "data.augment.enabled=false",
+              f"stages.finetune.freeze={BATCH_NORM_MODULES}", *chosen]
+    run, batched = tmp_path / "run", tmp_path / "batched"
+    _ok(run_train("accelerate", 2, [*MULTITASK, *base_overrides(train, tiny_data[1], run, steps=3),
+                                    "optim.grad_accum_steps=2", *common]))
+    _ok(run_train("accelerate", 2, [*MULTITASK, *base_overrides(train, tiny_data[1], batched, steps=3),
+                                    "data.batch_size=2", *common]))
     last = run / "finetune" / "checkpoints" / "step_000003"
     if engine == "plain":
         state = torch.load(last / "optimizer.bin", weights_only=True)["state"]
@@ -160,6 +191,15 @@ def test_gradient_accumulation_steps_the_optimizer_once_per_loop_step(engine, ti
     lrs = {r["step"]: r["lr"] for r in read_metrics(run / "metrics.jsonl") if "lr" in r}
     base = 2e-3  # OptimConfig.lr; warm-up of 2 steps, then a cosine to 0.05 x at step 3
     assert lrs == pytest.approx({1: base * 2 / 3, 2: base, 3: base * 0.05})
+    start = torch.load(run / "finetune" / "final.pt", weights_only=False)["model"]
+    other = torch.load(batched / "finetune" / "final.pt", weights_only=False)["model"]
+    trained = [k for k in start if k.startswith(("temporal.", "agent_fusion.", "spatial."))]
+    assert trained and start.keys() == other.keys()
+    for key in start:
+        a, b = start[key], other[key]
+        if key.endswith("to_kv.bias"):  # the key bias cancels in the softmax: its gradient is rounding noise,
+            a, b = a.chunk(2)[1], b.chunk(2)[1]  # which Adam scales up to lr-sized steps; compare the value bias
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=key)
 
 
 def test_resume_with_a_changed_config_is_refused_unless_allowed(tiny_data, tmp_path):
