@@ -39,7 +39,7 @@ def test_bf16_weights_run_with_fp32_island(setup, encoder):
     model = V2XModel(dataclasses.replace(config, encoder=encoder)).to(torch.bfloat16)
     out = model(batch, heads=("det", "pred", "recon"))
     assert out.z.dtype == torch.bfloat16
-    assert all(torch.isfinite(v.float()).all() for v in vars(out).values())
+    assert all(torch.isfinite(v.float()).all() for v in vars(out).values() if v is not None)  # iou_logits: off
     losses = task_losses(out, batch, model.geometry)
     losses.total.backward()
     grads = [p.grad for p in model.encoder.parameters() if p.grad is not None]
