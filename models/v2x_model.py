@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from models.agent_fusion import AgentFusion
@@ -55,19 +56,24 @@ class V2XModel(nn.Module):
                                             z_half)
 
     def encode(self, batch: Batch, voxel_mask: Tensor | None = None, *, temporal_fusion: bool = True,
-               spatial_fusion: bool = True) -> Tensor:
+               spatial_fusion: bool = True, history_grad: bool = True) -> Tensor:
         """The shared fused feature Z [B, C, H, W] in the ego BEV frame now.
 
         voxel_mask: [V] bool, True = replace that voxel's features by the encoder's mask token (stage 1).
         temporal_fusion=False uses each agent's current-frame BEV map as is (history ignored);
         spatial_fusion=False uses the ego's own map (no agent fusion, no windowed attention). The
         manual multi-stage baseline trains with these switched off in its early stages.
+        history_grad=False encodes the history frames without gradient (BEVFormer's previous BEV): only the
+        current frame's features train the encoder, which saves most of the encoder's backward pass.
         """
         b, a, t = batch.frame_mask.shape
         if t != self.config.history:
             raise ValueError(f"batch has {t} history frames, model config.history is {self.config.history}")
-        bev = self.encoder(batch.voxels, batch.voxel_num_points, batch.voxel_coords, b * a * t, voxel_mask)
-        bev = bev.view(b, a, t, *bev.shape[1:])
+        if history_grad or t == 1 or not torch.is_grad_enabled() or not temporal_fusion:
+            bev = self.encoder(batch.voxels, batch.voxel_num_points, batch.voxel_coords, b * a * t, voxel_mask)
+            bev = bev.view(b, a, t, *bev.shape[1:])
+        else:
+            bev = self._encode_history_frozen(batch, voxel_mask)
         if temporal_fusion:
             per_agent = self.temporal(bev, batch.frame_mask, batch.history_to_now, self.fusion_geometry)
         else:
@@ -78,13 +84,30 @@ class V2XModel(nn.Module):
                               self.fusion_geometry)
         return self.spatial(z)
 
+    def _encode_history_frozen(self, batch: Batch, voxel_mask: Tensor | None) -> Tensor:
+        """BEV maps [B, A, T, C, H, W]: the current frames' with gradient, the history frames' without."""
+        b, a, t = batch.frame_mask.shape
+        frame = batch.voxel_coords[:, 0].long()  # flat (b, a, t) agent-frame index
+        current = frame % t == t - 1
+        maps = []
+        for rows, frames, renumber in ((~current, t - 1, lambda n: n // t * (t - 1) + n % t),
+                                       (current, 1, lambda n: n // t)):
+            coords = batch.voxel_coords[rows].clone()
+            coords[:, 0] = renumber(coords[:, 0].long()).to(coords.dtype)
+            mask = voxel_mask[rows] if voxel_mask is not None else None
+            with torch.set_grad_enabled(frames == 1):
+                bev = self.encoder(batch.voxels[rows], batch.voxel_num_points[rows], coords, b * a * frames, mask)
+            maps.append(bev.view(b, a, frames, *bev.shape[1:]))
+        return torch.cat(maps, dim=2)
+
     def forward(self, batch: Batch, *, heads: Sequence[str] = ("det", "pred"), voxel_mask: Tensor | None = None,
-                temporal_fusion: bool = True, spatial_fusion: bool = True) -> ModelOutput:
+                temporal_fusion: bool = True, spatial_fusion: bool = True, history_grad: bool = True) -> ModelOutput:
         """Run the encoder and the requested heads (any of ``det``, ``pred``, ``recon``)."""
         unknown = set(heads) - set(HEAD_NAMES)
         if not heads or unknown:
             raise ValueError(f"heads must be a non-empty subset of {HEAD_NAMES}, got {tuple(heads)}")
-        z = self.encode(batch, voxel_mask, temporal_fusion=temporal_fusion, spatial_fusion=spatial_fusion)
+        z = self.encode(batch, voxel_mask, temporal_fusion=temporal_fusion, spatial_fusion=spatial_fusion,
+                        history_grad=history_grad)
         out = ModelOutput(z=z)
         if "det" in heads or "pred" in heads:
             z_det, z_pred = self.task_fork(self.neck(z))

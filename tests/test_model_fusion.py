@@ -139,6 +139,32 @@ def test_voxel_mask_replaces_features_with_the_mask_token(model, config):
         model(batch, voxel_mask=mask[:-1])
 
 
+@pytest.mark.parametrize("encoder", ["spconv", "pillars"])
+def test_history_without_gradient_same_outputs_current_frame_gradient_only(config, encoder):
+    cfg = dataclasses.replace(config, encoder=encoder)
+    torch.manual_seed(3)
+    model = V2XModel(cfg).eval()  # running statistics: the split and the joint encoding see the same BN
+    batch = make_batch(cfg, num_scenes=2, agents=[3, 2], ground_points=150, seed=11)
+    mask = torch.rand(batch.voxels.shape[0]) < 0.3
+    current = (batch.voxel_coords[:, 0] % batch.history == batch.history - 1)
+    assert current.any() and (~current).any()
+    grads = {}
+    for history_grad in (True, False):
+        voxels = batch.voxels.clone().requires_grad_(True)
+        out = model(dataclasses.replace(batch, voxels=voxels), voxel_mask=mask, history_grad=history_grad)
+        (out.heatmap.sum() + out.trajectories.square().sum()).backward()
+        grads[history_grad] = (out.heatmap.detach(), voxels.grad)
+    torch.testing.assert_close(grads[False][0], grads[True][0], rtol=1e-5, atol=1e-5)
+    frozen, full = grads[False][1], grads[True][1]
+    assert frozen[~current].abs().sum() == 0 and full[~current].abs().sum() > 0  # history: no gradient
+    torch.testing.assert_close(frozen[current], full[current], rtol=1e-4, atol=1e-6)
+    model.zero_grad()
+    out = model(batch, history_grad=False)
+    out.heatmap.sum().backward()
+    assert all(p.grad is not None for p in model.encoder.parameters() if p.requires_grad and p is not
+               getattr(model.encoder, "mask_token", None))  # the current frame still trains the whole encoder
+
+
 def test_pillar_encoder_switch(config):
     cfg = dataclasses.replace(config, encoder="pillars")
     batch = make_batch(cfg, num_scenes=1, agents=2, ground_points=150, seed=8)

@@ -187,6 +187,10 @@ class StageConfig:
     """Use the temporal fusion (False: the current frame only, history ignored)."""
     spatial_fusion: bool = True
     """Use multi-agent spatial fusion (False: the module is bypassed)."""
+    history_grad: bool = True
+    """Back-propagate into the LiDAR encoder through the history frames (False: they are encoded without
+    gradient, as BEVFormer encodes its previous BEV, and only the current frame trains the encoder; the
+    temporal fusion still trains on every frame). False saves most of the sparse encoder's backward pass."""
     det_weight: float = 1.0
     """Weight of the detection loss."""
     pred_weight: float = 1.0

@@ -41,7 +41,8 @@ def stage_view(batch: Batch, stage: StageConfig) -> Batch:
 
 def stage_switches(stage: StageConfig) -> dict[str, bool]:
     """Model ``forward`` switches of a stage (modules a manual-pipeline stage does not use yet)."""
-    return {"temporal_fusion": stage.temporal_fusion, "spatial_fusion": stage.spatial_fusion}
+    return {"temporal_fusion": stage.temporal_fusion, "spatial_fusion": stage.spatial_fusion,
+            "history_grad": stage.history_grad}
 
 
 class StageTask(nn.Module):
