@@ -31,8 +31,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from webdataset.handlers import reraise_exception  # noqa: E402
-
 from bench.common import machine_info, markdown_table  # noqa: E402
 from models.batch import Batch  # noqa: E402
 from models.grid import GridConfig  # noqa: E402
@@ -45,10 +43,10 @@ from tests.opencood_fixtures import write_toy_scenario  # noqa: E402
 from trainer.data.loader import build_loader  # noqa: E402
 from trainer.data.opencood import scan_split  # noqa: E402
 from trainer.data.prepare import SamplePreparer  # noqa: E402
-from trainer.data.sample import Sample, decode_sample  # noqa: E402
+from trainer.data.sample import Sample  # noqa: E402
+from trainer.data.shard_read import read_samples  # noqa: E402
 from trainer.data.synth.config import SynthConfig  # noqa: E402
 from trainer.data.synth.generate import generate_dataset  # noqa: E402
-from trainer.data.tar_read import shard_records  # noqa: E402
 from trainer.data.voxelize import FrameVoxelizer  # noqa: E402
 
 
@@ -120,8 +118,7 @@ def sharded_source(source: str, density: str, args: argparse.Namespace, root: Pa
     if summary.samples == 0:
         raise SystemExit(f"no samples: --frames {args.frames} is too short for {cfg.history} history and "
                          f"{cfg.future} future steps")
-    records = shard_records([{"url": u} for u in summary.shards], handler=reraise_exception)
-    return src, summary, [decode_sample(r) for r in records]
+    return src, summary, list(read_samples(summary.shards))
 
 
 def measure(source: str, density: str, args: argparse.Namespace, root: Path) -> dict:

@@ -1,4 +1,4 @@
-"""OpenCOOD tree -> schema-v1 shards, checked against hand-computed values."""
+"""OpenCOOD tree -> shards, checked against hand-computed values."""
 
 import io
 import json
@@ -13,7 +13,8 @@ from trainer.data.convert import convert, main
 from tests.opencood_fixtures import vehicle_entry, write_frame
 from trainer.data.opencood import scan_split
 from trainer.data.pointio import SourceFormatError
-from trainer.data.sample import decode_sample
+from trainer.data.sample import SCHEMA_VERSION
+from trainer.data.shard_read import read_samples
 
 # Ego vehicle 7 sits still at (10, 5), heading 90 deg (its x axis is world +y), LiDAR at z = 1.5.
 EGO_POSE = [10.0, 5.0, 1.5, 0.0, 90.0, 0.0]
@@ -53,12 +54,7 @@ def write_tree(root, *, fmt="bin"):
 
 
 def read_shard(path):
-    records = {}
-    with tarfile.open(path) as tar:
-        for member in tar.getmembers():
-            key, suffix = member.name.split(".", 1)
-            records.setdefault(key, {"__key__": key})[suffix] = tar.extractfile(member).read()
-    return {k: decode_sample(r) for k, r in records.items()}
+    return {s.key: s for s in read_samples([path])}
 
 
 @pytest.mark.parametrize("fmt", ["bin", "pcd"])
@@ -151,7 +147,7 @@ def test_empty_point_cloud_and_meta_json(tmp_path):
                       progress=False)
     with tarfile.open(summary.shards[0]) as tar:
         meta = json.load(io.BytesIO(tar.extractfile("scene_a__7__000001.meta.json").read()))
-    assert meta["schema_version"] == 1 and meta["history_stride"] == 1 and meta["ego_id"] == 7
+    assert meta["schema_version"] == SCHEMA_VERSION and meta["history_stride"] == 1 and meta["ego_id"] == 7
     s = read_shard(summary.shards[0])["scene_a__7__000001"]
     assert s.frame_valid[0, 1] and s.point_counts[0, 1] == 0
 

@@ -10,7 +10,7 @@ from trainer.data.classes import ClassGrouping
 from trainer.data.collate import collate_prepared
 from trainer.data.config import AugmentConfig, DataConfig
 from trainer.data.prepare import SamplePreparer, bev_frames, map_clouds
-from trainer.data.sample import SCHEMA_VERSION, V2XPNP_OBJ_TYPES, Sample
+from trainer.data.sample import SCHEMA_VERSION, V2XPNP_OBJ_TYPES, Sample, frame_key
 from trainer.data.voxelize import FrameVoxelizer
 
 GRID = GridConfig(x_range=[-32.0, 32.0], y_range=[-32.0, 32.0], z_range=[-4.0, 4.0], voxel_size=[0.5, 0.5, 0.5])
@@ -34,6 +34,7 @@ def two_agent_sample(num_boxes=1) -> Sample:
         points=np.array([ego_pt, ego_pt, col_pt], dtype=np.float32),
         point_counts=np.array([[1, 1], [0, 1]]), poses=poses,
         frame_valid=np.array([[True, True], [False, True]]), boxes=boxes,
+        frame_keys=[[frame_key("s", 1, "000005"), frame_key("s", 1, "000010")], [None, frame_key("s", -1, "000010")]],
         obj_types=np.zeros(num_boxes, dtype=np.int64), track_ids=np.arange(num_boxes, dtype=np.int64) + 5,
         future=np.tile(np.array([[9.0, -5.0], [10.0, -5.0], [11.0, -5.0]], np.float32), (num_boxes, 1, 1)),
         future_valid=np.ones((num_boxes, 3), bool), past=np.tile(boxes[:, None, :2], (1, 2, 1)),

@@ -7,7 +7,7 @@ from webdataset.tariterators import tarfile_samples
 from trainer.data.config import ConvertConfig
 from trainer.data.convert import convert
 from tests.opencood_fixtures import write_toy_scenario
-from trainer.data.tar_read import shard_records
+from trainer.data.tar_read import shard_groups, shard_records
 
 
 class Recorder:
@@ -65,3 +65,11 @@ def test_a_handler_that_returns_false_stops_the_stream(shards, tmp_path):
     (tmp_path / "garbage.tar").write_bytes(b"\0junk" * 300)
     got = list(shard_records([{"url": str(tmp_path / "garbage.tar")}, {"url": shards[0]}], handler=lambda exn: False))
     assert got == []
+
+
+def test_records_are_grouped_per_shard_read_even_for_the_same_shard_twice(shards):
+    whole = [r["__key__"] for r in shard_records([{"url": shards[0]}], handler=reraise_exception)]
+    groups = [[r["__key__"] for r in group]
+              for group in shard_groups([{"url": shards[0]}, {"url": shards[0]}, {"url": shards[1]}],
+                                        handler=reraise_exception)]
+    assert len(groups) == 3 and groups[0] == groups[1] == whole and groups[2] and groups[2] != whole

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from launch.train import EXIT_BAD_INPUT, main
+from trainer.data.sample import SCHEMA_VERSION
 from tests.train_harness import TRAIN, base_overrides, env, free_port
 
 RECIPE = ["--config", "recipes/multitask.yaml"]
@@ -108,7 +109,7 @@ def test_shard_of_another_schema_version(tiny_data, tmp_path, capsys):
     old = _shard(tmp_path / "train-000000.tar", {"s0.meta.json": meta, "s0.points.npy": b"\0" * 16})
     code, err = _main(capsys, [*RECIPE, *base_overrides(old, val, tmp_path / "run")])
     assert code == EXIT_BAD_INPUT
-    assert "has schema version 99" in err and "reads version 1" in err and "re-convert" in err
+    assert "has schema version 99" in err and f"reads version {SCHEMA_VERSION}" in err and "re-convert" in err
 
 
 def test_no_data_and_no_synthetic(tmp_path, capsys):

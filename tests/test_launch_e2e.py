@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,8 @@ from PIL import Image
 
 from tests.test_launch_checkpoint_io import launch_module
 from tests.train_harness import REPO, base_overrides, env, free_port, run_train
+from trainer.data.shard_read import read_samples
+from trainer.data.shard_write import ShardSink
 
 pytestmark = pytest.mark.slow
 # Distance matching with every detection kept makes an untrained model match some objects, so that the
@@ -36,21 +37,13 @@ def run(tiny_data, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def two_val_shards(tiny_data, tmp_path_factory) -> str:
     """The tiny val shard split into two shards of whole samples, so that 2 ranks read different samples."""
-    members: dict[str, list[tarfile.TarInfo]] = {}
-    with tarfile.open(tiny_data[1]) as src:
-        for info in src.getmembers():
-            members.setdefault(info.name.split(".", 1)[0], []).append(info)
-        keys = sorted(members)
-        assert len(keys) >= 2
-        out = tmp_path_factory.mktemp("val2")
-        paths = []
-        for i, part in enumerate((keys[: len(keys) // 2], keys[len(keys) // 2:])):
-            paths.append(out / f"val-{i:06d}.tar")
-            with tarfile.open(paths[-1], "w") as dst:
-                for key in part:
-                    for info in members[key]:
-                        dst.addfile(info, src.extractfile(info))
-    return ",".join(str(p) for p in paths)
+    samples = list(read_samples(tiny_data[1].split(",")))
+    assert len(samples) >= 2
+    with ShardSink(str(tmp_path_factory.mktemp("val2") / "val-%06d.tar"), maxcount=(len(samples) + 1) // 2) as sink:
+        for sample in samples:
+            sink.write(sample)
+    assert len(sink.shards) == 2
+    return ",".join(sink.shards)
 
 
 @pytest.fixture(scope="module")

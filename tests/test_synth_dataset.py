@@ -180,3 +180,14 @@ def test_jobs_started_together_generate_the_shared_dataset_once(tmp_path):
     train, val = shard_patterns(root)
     assert train and val and (root / "COMPLETE").exists()
     assert not list((tmp_path / "cache").glob("*.tmp"))
+
+
+def test_the_cache_is_keyed_by_the_shard_schema_version(monkeypatch, tmp_path):
+    """Shards of another schema version are never read from the cache: a new folder is generated instead."""
+    from trainer.data.synth import dataset
+
+    cfg = dataset.SyntheticDataConfig(cache_dir=str(tmp_path))
+    now = cfg.root()
+    assert now.name != "synthetic-570bb2b569"  # the default job's schema-v1 cache (keyed by the spec alone)
+    monkeypatch.setattr(dataset, "SCHEMA_VERSION", dataset.SCHEMA_VERSION + 1)
+    assert cfg.root() != now and cfg.root().parent == now.parent

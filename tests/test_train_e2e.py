@@ -148,19 +148,13 @@ BATCH_NORM_MODULES = "[encoder,det_head.shared,det_head.heatmap.0.0,det_head.reg
 def _one_sample_shards(train_shards: str, out: Path, copies: int = 2) -> str:
     """``copies`` shards that each hold the first sample of the tiny training shard (so that every micro-batch
     has the same objects: the losses' per-object normalisation then cannot tell b from 2b)."""
-    import io
-    import tarfile
+    from trainer.data.shard_read import read_samples
+    from trainer.data.shard_write import ShardSink
 
-    first = Path(train_shards.split("::")[0])
-    with tarfile.open(first) as src:
-        members = src.getmembers()
-        key = members[0].name.split(".")[0]
-        payload = [(m, src.extractfile(m).read()) for m in members if m.name.split(".")[0] == key]
-    out.mkdir(parents=True, exist_ok=True)
-    for i in range(copies):
-        with tarfile.open(out / f"one-{i:06d}.tar", "w") as dst:
-            for member, data in payload:
-                dst.addfile(member, io.BytesIO(data))
+    first = next(read_samples(train_shards.split(",")))
+    with ShardSink(str(out / "one-%06d.tar"), maxcount=1) as sink:
+        for _ in range(copies):
+            sink.write(first)
     return str(out / f"one-{{000000..{copies - 1:06d}}}.tar")
 
 

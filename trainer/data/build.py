@@ -1,4 +1,4 @@
-"""Cutting one schema-v1 ``Sample`` (scenario, ego, t) out of an OpenCOOD scenario.
+"""Cutting one ``Sample`` (scenario, ego, t) out of an OpenCOOD scenario.
 
 ``select_agents`` is the pure collaboration rule; ``FrameReader`` reads (and caches) source files
 with the skip-bad policy; ``build_sample`` assembles agents, history and targets.
@@ -14,7 +14,7 @@ from trainer.data.config import ConvertConfig
 from trainer.data.geometry import world_xy_to_bev, wrap_angle
 from trainer.data.opencood import FrameAnnotation, ScenarioFiles, read_frame_points, read_frame_yaml
 from trainer.data.pointio import SourceFormatError
-from trainer.data.sample import SCHEMA_VERSION, V2XPNP_OBJ_TYPES, Sample
+from trainer.data.sample import SCHEMA_VERSION, V2XPNP_OBJ_TYPES, Sample, frame_key
 
 
 def ego_allowed(mode: str, ego_id: int) -> bool:
@@ -140,6 +140,7 @@ def build_sample(reader: FrameReader, ego_id: int, t: int, cfg: ConvertConfig) -
     poses = np.full((a_n, t_n, 6), np.nan)
     frame_valid = np.zeros((a_n, t_n), dtype=bool)
     counts = np.zeros((a_n, t_n), dtype=np.int64)
+    keys: list[list[str | None]] = [[None] * t_n for _ in agents]
     chunks = []
     for a, aid in enumerate(agents):
         for k, idx in enumerate(hist_idx):
@@ -150,6 +151,7 @@ def build_sample(reader: FrameReader, ego_id: int, t: int, cfg: ConvertConfig) -
             if ann is None or pts is None:
                 continue
             poses[a, k], frame_valid[a, k], counts[a, k] = ann.lidar_pose, True, len(pts)
+            keys[a][k] = frame_key(scn.name, aid, stamps[idx])
             chunks.append(pts)
     points = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, 4), np.float32)
 
@@ -207,7 +209,8 @@ def build_sample(reader: FrameReader, ego_id: int, t: int, cfg: ConvertConfig) -
         "source": f"turbotrain.convert schema {SCHEMA_VERSION} from {scn.path}",
     }
     return Sample(
-        meta=meta, points=points, point_counts=counts, poses=poses, frame_valid=frame_valid, boxes=boxes,
+        meta=meta, points=points, point_counts=counts, poses=poses, frame_valid=frame_valid, frame_keys=keys,
+        boxes=boxes,
         obj_types=np.array([type_names.index(objects[i].obj_type) for i in ids], dtype=np.int64),
         track_ids=np.array(ids, dtype=np.int64), future=future, future_valid=future_valid,
         past=past, past_valid=past_valid,

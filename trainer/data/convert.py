@@ -1,4 +1,4 @@
-"""OpenCOOD / V2XPnP-Seq tree -> WebDataset shards of schema-v1 samples.
+"""OpenCOOD / V2XPnP-Seq tree -> WebDataset shards of schema-v2 samples (``trainer.data.shard_write``).
 
     python -m trainer.data.convert --src data/v2xpnp/train --out 'shards/train-%06d.tar' --mode vc
 
@@ -14,16 +14,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import webdataset as wds
 from tqdm import tqdm
 
 from trainer.data.build import FrameReader, build_sample, ego_allowed, sample_times
 from trainer.data.config import ConvertConfig
 from trainer.data.opencood import scan_split
-from trainer.data.sample import MODES, encode_sample
-
-SHARD_MTIME = 0
-"""Modification time (Unix seconds) written for every tar member."""
+from trainer.data.sample import MODES
+from trainer.data.shard_write import ShardSink
 
 
 @dataclass
@@ -32,6 +29,8 @@ class ConvertSummary:
 
     samples: int = 0
     """Samples written."""
+    frames: int = 0
+    """Agent-frame records written (each frame once per shard that uses it)."""
     shards: list[str] = field(default_factory=list)
     """Shard files written."""
     skipped_samples: int = 0
@@ -40,7 +39,7 @@ class ConvertSummary:
     """Malformed source file -> reason (only with skip_bad)."""
 
     def report(self) -> str:
-        lines = [f"wrote {self.samples} samples to {len(self.shards)} shard(s)",
+        lines = [f"wrote {self.samples} samples ({self.frames} agent-frames) to {len(self.shards)} shard(s)",
                  f"skipped {self.skipped_samples} sample(s); {len(self.bad_files)} malformed file(s)"]
         lines += [f"  bad: {path}: {why}" for path, why in sorted(self.bad_files.items())]
         return "\n".join(lines)
@@ -51,19 +50,13 @@ def convert(
     progress: bool = True,
 ) -> ConvertSummary:
     """Convert the split directory ``src`` into shards named by ``out_pattern`` (``%06d`` = shard index)."""
-    if "%" not in out_pattern:
-        raise ValueError(f"out pattern {out_pattern!r} needs a %d-style shard index, e.g. 'train-%06d.tar'")
-    if maxcount < 1:
-        raise ValueError(f"maxcount must be >= 1, got {maxcount}")
+    sink = ShardSink(out_pattern, maxcount=maxcount)  # checks the pattern and maxcount before any work
     scenarios = scan_split(src)
     jobs = [(scn, ego, t) for scn in scenarios for ego in sorted(scn.agents) if ego_allowed(cfg.mode, ego)
             for t in sample_times(scn, ego, cfg)]
-    Path(out_pattern).parent.mkdir(parents=True, exist_ok=True)
     summary = ConvertSummary()
     reader: FrameReader | None = None
-    # a fixed integer mtime: plain ustar members (tarfile adds a PAX header to every member whose
-    # mtime is a float, webdataset's default time.time()) and byte-reproducible shards
-    with wds.ShardWriter(out_pattern, maxcount=maxcount, verbose=0, mtime=SHARD_MTIME) as sink:
+    with sink:
         for scn, ego, t in tqdm(jobs, desc=f"convert {cfg.mode}", unit="sample", disable=not progress):
             if reader is None or reader.scenario is not scn:
                 if reader is not None:
@@ -73,15 +66,10 @@ def convert(
             if sample is None:
                 summary.skipped_samples += 1
                 continue
-            sink.write(encode_sample(sample))
-            summary.samples += 1
-        shard_count = sink.shard
+            sink.write(sample)
     if reader is not None:
         summary.bad_files.update(reader.bad_files)
-    if summary.samples == 0:  # ShardWriter opens its first shard eagerly; leave no empty tar behind
-        Path(out_pattern % 0).unlink(missing_ok=True)
-        shard_count = 0
-    summary.shards = [out_pattern % i for i in range(shard_count) if Path(out_pattern % i).exists()]
+    summary.samples, summary.frames, summary.shards = sink.samples, sink.frames, list(sink.shards)
     return summary
 
 
@@ -100,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partial-windows", action="store_true", help="also cut samples near scenario ends")
     p.add_argument("--target-range", type=float, nargs=4, default=[-70.4, -40.0, 70.4, 40.0],
                    metavar=("X_MIN", "Y_MIN", "X_MAX", "Y_MAX"))
-    p.add_argument("--maxcount", type=int, default=1000, help="samples per shard")
+    p.add_argument("--maxcount", type=int, default=1000,
+                   help="samples per shard (a loader worker holds up to one shard's frames in memory)")
     p.add_argument("--skip-bad", action="store_true", help="skip and count malformed source files")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)

@@ -3,9 +3,10 @@
 Per rank and worker (explicit ``rank`` / ``world_size``, never torch.distributed): shards split by
 ``split.split_shards`` (or drawn with replacement when ``resampled``), read with a handler that
 skips and COUNTS corrupt members / samples / truncated shards (a wrong schema version or an
-unmapped object type is an error, never a skip), shuffled, decoded, prepared (BEV mapping,
-augmentation, voxelisation) and collated in the worker. Training (and val with ``val_samples``)
-cycles the data so that every rank yields exactly the same number of batches.
+unmapped object type is an error, never a skip), each sample given the frames it names from the
+frame records of its shard (``shard_read``; frame records are not samples), shuffled, decoded,
+prepared (BEV mapping, augmentation, voxelisation) and collated in the worker. Training (and val
+with ``val_samples``) cycles the data so that every rank yields exactly the same number of batches.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from trainer.data.collate import collate_prepared
 from trainer.data.config import DataConfig
 from trainer.data.prepare import SamplePreparer
 from trainer.data.sample import SchemaVersionError, decode_sample
-from trainer.data.tar_read import shard_records
+from trainer.data.shard_read import sample_records
 from trainer.data.voxelize import FrameVoxelizer
 
 _FATAL = (SchemaVersionError, UnmappedObjectTypeError)
@@ -80,7 +81,7 @@ class ShardBatchStream(IterableDataset):
             yield {"url": url}
 
     def _raw_samples(self, worker: int, num_workers: int, counter: SkipCounter) -> Iterator[dict]:
-        for record in shard_records(self._shard_urls(worker, num_workers, counter), handler=counter):
+        for record in sample_records(self._shard_urls(worker, num_workers, counter), handler=counter):
             counter.raw_samples += 1
             yield record
 

@@ -3,13 +3,14 @@
 The same pipeline as ``webdataset.tariterators.tarfile_samples`` (its ``url_opener`` and
 ``group_by_keys``), with one change: a seekable stream (a local shard) is read as a seekable
 tar, one ``read`` per member. webdataset opens every tar as a stream (``tarfile`` mode ``r|*``),
-which copies each member through 10 KiB records; for our ~3 MB samples that costs about three
-times as long (``bench/loader.py`` measures the loader as a whole). Non-seekable streams
+which copies each member through 10 KiB records; for the ~3 MB samples of schema v1 that cost about
+three times as long (``bench/loader.py`` measures the loader as a whole). Non-seekable streams
 (``pipe:``, HTTP) still go through webdataset's streaming reader.
 
-Errors go to ``handler`` as in webdataset: a bad member is reported and the shard goes on; a
-shard that cannot be opened or read further is reported and the next shard is read. A handler
-that returns False stops the stream.
+Records are grouped shard by shard (``shard_groups``), as webdataset's end-of-shard marker does in
+one stream. Errors go to ``handler`` as in webdataset: a bad member is reported and the shard goes
+on; a shard that cannot be opened or read further is reported and the next shard is read. A
+handler that returns False stops the stream.
 """
 
 from __future__ import annotations
@@ -63,6 +64,30 @@ def shard_members(sources: Iterable[dict], handler: Handler) -> Iterator[dict]:
                 return
 
 
+class _StopWatch:
+    """Wraps a handler and remembers whether it ever returned False (stop the whole stream)."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler, self.stopped = handler, False
+
+    def __call__(self, exn: Exception) -> bool:
+        go_on = self.handler(exn)
+        self.stopped = self.stopped or not go_on
+        return go_on
+
+
+def shard_groups(urls: Iterable[dict], handler: Handler) -> Iterator[Iterator[dict]]:
+    """``{"url": ...}`` dicts -> one iterator of records per shard read (exhaust each before asking
+    for the next), skipping (through ``handler``) what is corrupt. A shard named twice in a row is
+    two groups, so a reader can keep per-shard state."""
+    watch = _StopWatch(handler)
+    for source in url_opener(urls, handler=watch):
+        yield group_by_keys(shard_members([source], watch), handler=watch)
+        if watch.stopped:
+            return
+
+
 def shard_records(urls: Iterable[dict], handler: Handler) -> Iterator[dict]:
     """``{"url": ...}`` dicts -> WebDataset records, skipping (through ``handler``) what is corrupt."""
-    return group_by_keys(shard_members(url_opener(urls, handler=handler), handler), handler=handler)
+    for records in shard_groups(urls, handler):
+        yield from records

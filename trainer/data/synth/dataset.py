@@ -1,4 +1,5 @@
-"""The built-in synthetic dataset: generated once (rank 0), converted to shards, cached by its spec."""
+"""The built-in synthetic dataset: generated once (rank 0), converted to shards, cached by its spec
+and the shard schema version (a cache of another version is regenerated next to it, never read)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from trainer.data.config import ConvertConfig
+from trainer.data.sample import SCHEMA_VERSION
 
 
 @dataclass(kw_only=True)
@@ -26,7 +28,7 @@ class SyntheticDataConfig:
     seed: int = 0
     """Generator seed of the train split (val uses seed + 1000, so the splits never share a scenario)."""
     train_scenarios: int = 24
-    """Training scenarios (12 samples each at the default frames and stride; about 40 MB of shards each)."""
+    """Training scenarios (12 samples each at the default frames and stride; about 8 MB of shards each)."""
     val_scenarios: int = 4
     """Held-out validation scenarios."""
     frames: int = 80
@@ -45,6 +47,7 @@ class SyntheticDataConfig:
     def root(self) -> Path:
         base = self.cache_dir or os.environ.get("TURBOTRAIN_CACHE") or str(Path.home() / ".cache" / "turbotrain")
         spec = {k: v for k, v in asdict(self).items() if k not in ("enabled", "cache_dir")}
+        spec["schema_version"] = SCHEMA_VERSION  # schema-v1 caches were keyed by the spec alone
         digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
         return Path(base) / f"synthetic-{digest}"
 
