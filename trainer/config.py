@@ -190,7 +190,8 @@ class StageConfig:
     history_grad: bool = True
     """Back-propagate into the LiDAR encoder through the history frames (False: they are encoded without
     gradient, as BEVFormer encodes its previous BEV, and only the current frame trains the encoder; the
-    temporal fusion still trains on every frame). False saves most of the sparse encoder's backward pass."""
+    temporal fusion still trains on every frame). False saves most of the sparse encoder's backward pass but
+    trains worse at equal steps (docs/RESULTS.md section 0.2, row Q)."""
     det_weight: float = 1.0
     """Weight of the detection loss."""
     pred_weight: float = 1.0
