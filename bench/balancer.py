@@ -37,7 +37,7 @@ from trainer.losses.task_losses import task_losses  # noqa: E402
 def make_step(model: V2XModel, method: str, batches: list, lr: float) -> Callable[[int], None]:
     """One optimizer step of ``model`` on batch ``i % len(batches)`` with the balancing ``method``."""
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    param_pcgrad = ParamPCGrad(model) if method == "param_pcgrad" else None
+    param_pcgrad = ParamPCGrad(model, world_size=1) if method == "param_pcgrad" else None
 
     def step(i: int) -> None:
         batch = batches[i % len(batches)]

@@ -4,24 +4,22 @@
                                  [--out docs/results]
     python3 bench/zero_memory.py --render docs/results/zero_memory.json   # rewrite the table, measure nothing
 
-For each model size, one ``torchrun`` launch of ``--nprocs`` gloo (or NCCL) processes builds the real V2X model,
-wraps it in a DeepSpeed engine (AdamW) per precision, bucket setting and ZeRO stage 0..3, trains one step (so the
-optimizer state exists), runs the forward + backward of a second step and then counts the bytes of every distinct
-tensor storage the engine holds on that rank:
-  params          the module's parameters as stored on the rank (``param.ds_tensor`` partitions under ZeRO-3;
-                  bf16 under ``bf16``)
-  master_weights  fp32 parameter copies held by the optimizer (ZeRO's flat fp32 partitions)
-  optimizer_state AdamW moments (``optimizer.state``)
-  gradients       ``param.grad`` plus every optimizer-held tensor whose attribute path names a gradient
-  other_buffers   remaining optimizer-held tensors (communication buckets such as ZeRO-3's ``ipg_buckets``)
+For each model size, one ``torchrun`` launch of ``--nprocs`` gloo (or NCCL) processes builds, per precision, bucket
+setting and ZeRO stage 0..3, the engine a training run builds: the training config of the default recipe at that
+size (``train_config``) and its DeepSpeed JSON go through the trainer's ``Runtime`` (``Runtime.create``: Accelerate's
+DeepSpeed plugin with the JSON's ``auto`` values filled; ``Runtime.prepare``: the engine, with the ZeRO-3
+registration of spconv weights). Each engine wraps the real V2X model and an AdamW; it trains one step (so the
+optimizer state exists), runs the forward + backward of a second step through ``Runtime.backward`` and counts,
+just before that step's optimizer step, the bytes of every distinct tensor storage it holds on that rank
+(``bench/engine_bytes.py``: params, master_weights, optimizer_state, gradients, other_buffers).
 The count is taken after the second backward (gradients reduced, optimizer state allocated), so it shows the
 steady state, not the transient peak inside backward (where ZeRO-1 still holds full gradients and ZeRO-2 only
-its buckets). Bucket settings (see ``BUCKETS``): ``model`` sizes every bucket to the model and partitions every
-parameter, which isolates what partitioning saves; ``trainer`` is what ``trainer/runtime/launch_config.py`` fills in for the
-``auto`` sizes of ``ds_configs/zero*.json``; ``deepspeed`` is DeepSpeed's own defaults, whose fixed-size buffers
-dominate a small model.
-Each storage counts once (the first category to claim it, in that order). Ratios are to stage 0 (no ZeRO) of the
-same precision and bucket setting.
+its buckets). Bucket settings (see ``BUCKETS``), applied to the ZeRO section of ``ds_configs/zero<stage>.json``
+(stage 0: the default ``distributed.deepspeed_config`` at stage 0): ``model`` sizes every bucket to the model and
+partitions every parameter, which isolates what partitioning saves; ``trainer`` leaves the file's ``auto`` sizes
+to the runtime (``trainer/runtime/launch_config.py``), as in a training run; ``deepspeed`` drops them, so
+DeepSpeed's own defaults apply, whose fixed-size buffers dominate a small model.
+Ratios are to stage 0 (no ZeRO) of the same precision and bucket setting.
 """
 
 from __future__ import annotations
@@ -31,194 +29,140 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REPO, RESULTS_DIR, bench_env, free_port, machine_info, markdown_table  # noqa: E402
+from bench.engine_bytes import CATEGORIES, count_engine_bytes  # noqa: E402
 
-CATEGORIES = ("params", "master_weights", "optimizer_state", "gradients", "other_buffers")
+if TYPE_CHECKING:
+    from trainer.config import TrainConfig
+
 MICRO_BATCH = 1
-
-
-def _tensors(obj: Any, path: str, depth: int, seen: set[int]) -> Iterator[tuple[str, Any]]:
-    """(attribute path, tensor) of every tensor reachable from a DeepSpeed/torch optimizer object."""
-    import torch
-
-    if isinstance(obj, torch.Tensor):
-        yield path, obj
-        return
-    if depth == 0 or id(obj) in seen or isinstance(obj, (torch.nn.Module, str, bytes, int, float, bool)) or obj is None:
-        return
-    seen.add(id(obj))
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            yield from _tensors(value, f"{path}[{key if not isinstance(key, torch.Tensor) else 'param'}]", depth - 1,
-                                seen)
-    elif isinstance(obj, (list, tuple, set)):
-        for i, value in enumerate(obj):
-            yield from _tensors(value, f"{path}[{i}]", depth - 1, seen)
-    elif type(obj).__module__.startswith(("deepspeed", "torch.optim")) and hasattr(obj, "__dict__"):
-        for name, value in vars(obj).items():
-            yield from _tensors(value, f"{path}.{name}", depth - 1, seen)
-
-
-def _category(path: str) -> str:
-    """Category of an optimizer-held tensor from its attribute path."""
-    lower = path.lower()
-    if "grad" in lower:
-        return "gradients"
-    if "fp32_partitioned_groups" in lower or "single_partition_of_fp32" in lower or "fp32_groups_flat" in lower:
-        return "master_weights"
-    return "other_buffers"
-
-
-def count_engine_bytes(engine: Any) -> tuple[dict[str, int], list[tuple[str, str, int]]]:
-    """Bytes per category of the distinct tensor storages held by a DeepSpeed engine on this rank, and the
-    (category, where, bytes) of every optimizer-held storage found by walking its attributes."""
-    claimed: dict[int, str] = {}
-    totals = dict.fromkeys(CATEGORIES, 0)
-    found: list[tuple[str, str, int]] = []
-
-    def claim(tensor: Any, category: str, where: str = "") -> None:
-        storage = tensor.untyped_storage()
-        key = storage.data_ptr()
-        if key == 0 or storage.nbytes() == 0 or key in claimed:
-            return
-        claimed[key] = category
-        totals[category] += storage.nbytes()
-        if where:
-            found.append((category, where, storage.nbytes()))
-
-    wrapper = engine.optimizer
-    base = getattr(wrapper, "optimizer", wrapper)
-    for p in engine.module.parameters():
-        claim(p, "params")  # under ZeRO-3: empty, or the full tensor of a persistent (unpartitioned) parameter
-        if hasattr(p, "ds_tensor"):
-            claim(p.ds_tensor, "params")
-    for state in base.state.values():
-        for value in state.values():
-            if hasattr(value, "untyped_storage"):
-                claim(value, "optimizer_state")
-    for group in base.param_groups:
-        for p in group["params"]:
-            claim(p, "master_weights")
-    for p in engine.module.parameters():
-        if p.grad is not None:
-            claim(p.grad, "gradients")
-    for group in base.param_groups:
-        for p in group["params"]:
-            if p.grad is not None:
-                claim(p.grad, "gradients")
-    for path, tensor in _tensors(wrapper, "optimizer", depth=6, seen=set()):
-        claim(tensor, _category(path), path)
-    return totals, found
-
-
+STAGES = (0, 1, 2, 3)
 BUCKETS = ("model", "trainer", "deepspeed")
 PRECISIONS = ("fp32", "bf16")
 _BUCKET_KEYS = ("reduce_bucket_size", "allgather_bucket_size", "stage3_prefetch_bucket_size",
                 "stage3_param_persistence_threshold")
 
 
-def bucket_sizes(buckets: str, num_params: int) -> dict[str, int]:
-    """The ZeRO bucket sizes of one bucket setting (see ``BUCKETS``) for a model of ``num_params`` parameters."""
-    if buckets == "model":
-        bucket = -(-num_params // 1024) * 1024  # DeepSpeed wants a multiple of its alignment factor
-        return {k: bucket for k in _BUCKET_KEYS[:3]} | {"stage3_param_persistence_threshold": 0}
-    if buckets == "trainer":
-        from trainer.runtime import zero_bucket_sizes
+def base_deepspeed_config(stage: int) -> Path:
+    """The repo's DeepSpeed JSON of a run at ZeRO ``stage``: ``ds_configs/zero<stage>.json``; for stage 0 (no ZeRO),
+    the default ``distributed.deepspeed_config``."""
+    from trainer.config import DistributedConfig
 
-        return zero_bucket_sizes(num_params)
-    if buckets == "deepspeed":
-        from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
-
-        defaults = DeepSpeedZeroConfig()
-        return {"reduce_bucket_size": int(defaults.reduce_bucket_size),
-                "allgather_bucket_size": int(defaults.allgather_bucket_size),
-                "stage3_prefetch_bucket_size": int(defaults.prefetch_bucket_size),
-                "stage3_param_persistence_threshold": int(defaults.param_persistence_threshold)}
-    raise ValueError(f"buckets must be one of {BUCKETS}, got {buckets!r}")
+    return REPO / (f"ds_configs/zero{stage}.json" if stage else DistributedConfig().deepspeed_config)
 
 
-def ds_config(stage: int, world: int, *, buckets: str, num_params: int, precision: str = "fp32") -> dict[str, Any]:
-    """The repo's ``ds_configs/zero<stage>.json`` ZeRO section (stage 0: none) with the bucket sizes of ``buckets``
-    (every ``auto`` size, and under ``model`` every size) and ``precision`` (``fp32`` or ``bf16``)."""
+def zero_section(stage: int, buckets: str, num_params: int) -> dict[str, Any]:
+    """The ZeRO section of ``base_deepspeed_config(stage)`` at ``stage`` with the bucket sizes of ``buckets``
+    (see ``BUCKETS``) for a model of ``num_params`` parameters."""
+    if buckets not in BUCKETS:
+        raise ValueError(f"buckets must be one of {BUCKETS}, got {buckets!r}")
+    zero = json.loads(base_deepspeed_config(stage).read_text())["zero_optimization"] | {"stage": stage}
+    if buckets == "trainer":  # the runtime fills the ``auto`` sizes
+        return zero
+    if buckets == "deepspeed":  # no size given: DeepSpeed's defaults
+        return {k: v for k, v in zero.items() if v != "auto"}
+    bucket = -(-num_params // 1024) * 1024  # DeepSpeed wants a multiple of its alignment factor
+    sizes = {k: bucket for k in _BUCKET_KEYS[:3]} | {"stage3_param_persistence_threshold": 0}
+    return zero | {k: v for k, v in sizes.items() if not k.startswith("stage3_") or stage == 3}
+
+
+def deepspeed_config_path(folder: Path, buckets: str, stage: int) -> Path:
+    """Where ``write_deepspeed_configs`` puts the JSON of one bucket setting and stage."""
+    return folder / f"{buckets}_zero{stage}.json"
+
+
+def write_deepspeed_configs(folder: Path, num_params: int) -> None:
+    """The DeepSpeed JSON of every bucket setting and stage: the repo's file with ``zero_section``; its other
+    ``auto`` values (batch sizes, precision, clipping) are the runtime's to fill, as in a run."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for buckets in BUCKETS:
+        for stage in STAGES:
+            ds = json.loads(base_deepspeed_config(stage).read_text())
+            ds["zero_optimization"] = zero_section(stage, buckets, num_params)
+            deepspeed_config_path(folder, buckets, stage).write_text(json.dumps(ds, indent=1))
+
+
+def train_config(size: str, encoder: str, precision: str = "fp32", deepspeed_config: Path | None = None) -> TrainConfig:
+    """The training config of one measurement: the default recipe at model ``size`` with ``encoder`` and
+    ``precision`` (``PRECISIONS``), one micro-batch of ``MICRO_BATCH`` scenes per optimizer step, DeepSpeed with
+    ``deepspeed_config`` (default: the recipe's)."""
+    from trainer.config_io import load_config
+
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    zero: dict[str, Any] = {"stage": 0}
-    if stage:
-        zero = json.loads((REPO / "ds_configs" / f"zero{stage}.json").read_text())["zero_optimization"]
-        sizes = bucket_sizes(buckets, num_params)
-        zero = {k: sizes.get(k, v) if v == "auto" else v for k, v in zero.items()}
-        if buckets == "model":
-            zero.update({k: v for k, v in sizes.items() if not k.startswith("stage3_") or stage == 3})
-    return {"train_micro_batch_size_per_gpu": MICRO_BATCH, "gradient_accumulation_steps": 1,
-            "train_batch_size": MICRO_BATCH * world, "steps_per_print": 10**9, "zero_allow_untested_optimizer": True,
-            "bf16": {"enabled": precision == "bf16"}, "zero_optimization": zero}
+    overrides = [f"model_size={size}", f"model.encoder={encoder}", f"precision={precision}",
+                 f"data.batch_size={MICRO_BATCH}", "optim.grad_accum_steps=1", "distributed.engine=deepspeed"]
+    if deepspeed_config is not None:
+        overrides.append(f"distributed.deepspeed_config={deepspeed_config}")
+    return load_config(None, overrides)
 
 
-def worker(size: str, encoder: str, precisions: list[str], out: Path) -> None:
-    """One rank: measure every ZeRO stage, rank 0 writes all ranks' figures to ``out``."""
-    import deepspeed
+def measure_engine(cfg: TrainConfig) -> dict[str, Any]:
+    """One rank's counts (``bench/engine_bytes.py``) of the engine the runtime builds for ``cfg``, taken before the
+    optimizer step of the second training step, plus the six largest optimizer-held storages."""
     import torch
-    import torch.distributed as dist
 
-    from models.config import model_config
-    from models.parallelize import parameter_count
     from models.v2x_model import V2XModel
     from tests.batch_factory import make_batch
     from trainer.losses import task_losses
-    from trainer.runtime import register_zero3_external_parameters
+    from trainer.runtime import Runtime
 
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    device = torch.device(f"cuda:{rank}") if torch.cuda.is_available() else torch.device("cpu")
-    config = replace(model_config(size), encoder=encoder)
-    batch = make_batch(config, num_scenes=MICRO_BATCH, agents=2, max_agents=2, seed=rank).to(device)
-    num_params = parameter_count(config)
-    results = []
-    for precision, buckets, stage in [(p, b, s) for p in precisions for b in BUCKETS for s in (0, 1, 2, 3)]:
-        torch.manual_seed(0)
-        model = V2XModel(config)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
-        engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
-                                          config=ds_config(stage, world, buckets=buckets, num_params=num_params,
-                                                            precision=precision))
-        if stage == 3:  # as the trainer's runtime does: spconv weights are gathered with their encoder
-            register_zero3_external_parameters(engine.module)
-        for step in range(2):
-            loss = task_losses(engine(batch), batch, engine.module.geometry).total
-            engine.backward(loss)
-            if step == 1:
-                counts, found = count_engine_bytes(engine)
-            engine.step()
-        counts["total"] = sum(counts.values())
-        largest = sorted(found, key=lambda f: -f[2])[:6]
-        results.append({"precision": precision, "buckets": buckets, "stage": stage, "rank": rank, **counts,
-                        "largest_optimizer_held": largest})
-        if rank == 0:
-            print(f"[{size}] {precision} / {buckets} buckets / ZeRO-{stage}: {counts['total'] / 1024:.1f} KiB",
+    rt = Runtime.create(cfg)
+    batch = make_batch(cfg.model, num_scenes=MICRO_BATCH, agents=2, max_agents=2, seed=rt.rank).to(rt.device)
+    torch.manual_seed(0)
+    model = V2XModel(cfg.model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    engine, optimizer, scheduler = rt.prepare(model, optimizer, scheduler)
+    counted: list[tuple[dict[str, int], list[tuple[str, str, int]]]] = []
+    for step in range(2):  # the first step allocates the optimizer state; the second is counted
+        loss = task_losses(engine(batch), batch, engine.module.geometry).total
+        rt.backward(loss, before_step=(lambda: counted.append(count_engine_bytes(engine))) if step else None)
+    [(counts, found)] = counted
+    rank = rt.rank
+    del engine, optimizer, scheduler, model
+    rt.close()
+    return {"rank": rank, **counts, "total": sum(counts.values()),
+            "largest_optimizer_held": sorted(found, key=lambda f: -f[2])[:6]}
+
+
+def worker(size: str, encoder: str, precisions: list[str], configs: Path, out: Path) -> None:
+    """One rank: measure every precision, bucket setting and ZeRO stage; rank 0 writes all ranks' figures to
+    ``out``. ``configs``: the folder ``write_deepspeed_configs`` filled."""
+    from models.parallelize import parameter_count
+    from trainer.runtime import process_group
+
+    results: list[dict[str, Any]] = []
+    for precision, buckets, stage in [(p, b, s) for p in precisions for b in BUCKETS for s in STAGES]:
+        cfg = train_config(size, encoder, precision, deepspeed_config_path(configs, buckets, stage))
+        results.append({"precision": precision, "buckets": buckets, "stage": stage, **measure_engine(cfg)})
+        if results[-1]["rank"] == 0:
+            print(f"[{size}] {precision} / {buckets} buckets / ZeRO-{stage}: {results[-1]['total'] / 1024:.1f} KiB",
                   file=sys.stderr, flush=True)
-        engine.destroy()
-        del engine, model
-    gathered: list[Any] = [None] * world
-    dist.all_gather_object(gathered, results)
-    if rank == 0:
-        out.write_text(json.dumps({"size": size, "encoder": encoder, "world": world, "num_params": num_params,
+    gathered = process_group.gather_objects(results)
+    if results[-1]["rank"] == 0:
+        out.write_text(json.dumps({"size": size, "encoder": encoder, "world": len(gathered),
+                                   "num_params": parameter_count(train_config(size, encoder).model),
                                    "per_rank": [r for rank_results in gathered for r in rank_results]}))
-    dist.barrier()
+    process_group.barrier()
+    process_group.leave_process_group()
 
 
 def measure(size: str, encoder: str, precisions: list[str], nprocs: int, work: Path) -> dict[str, Any]:
     """Launch the ``nprocs`` workers for one model size and return rank 0's JSON (every rank's figures)."""
-    out = work / f"zero_memory_{size}.json"
+    from models.parallelize import parameter_count
+
+    out, configs = work / f"zero_memory_{size}.json", work / f"deepspeed_configs_{size}"
     out.unlink(missing_ok=True)
+    write_deepspeed_configs(configs, parameter_count(train_config(size, encoder).model))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nprocs), "--master_port",
            str(free_port()), str(Path(__file__).resolve()), "--worker", size, "--encoder", encoder,
-           "--precisions", *precisions, "--worker-out", str(out)]
+           "--precisions", *precisions, "--worker-configs", str(configs), "--worker-out", str(out)]
     log = out.with_suffix(".log")
     with log.open("w") as sink:  # rank 0 logs one line per measured engine: `tail -f` it to follow a long run
         proc = subprocess.run(cmd, cwd=REPO, env=bench_env(threads=1), stdout=sink, stderr=subprocess.STDOUT)
@@ -231,7 +175,7 @@ def measure(size: str, encoder: str, precisions: list[str], nprocs: int, work: P
 def summarise(result: dict[str, Any], precision: str, buckets: str) -> list[dict[str, Any]]:
     """Per stage: the maximum over ranks of each category (bytes) and its ratio to stage 0."""
     rows = []
-    for stage in (0, 1, 2, 3):
+    for stage in STAGES:
         mine = [r for r in result["per_rank"]
                 if r["stage"] == stage and r["buckets"] == buckets and r["precision"] == precision]
         if not mine:
@@ -258,10 +202,11 @@ def main() -> None:
     parser.add_argument("--render", type=Path, default=None,
                         help="measure nothing: write zero_memory.md into --out from this zero_memory.json")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-configs", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.encoder, args.precisions, args.worker_out)
+        worker(args.worker, args.encoder, args.precisions, args.worker_configs, args.worker_out)
         return
     args.out.mkdir(parents=True, exist_ok=True)
     if args.render:

@@ -60,7 +60,7 @@ def test_param_pcgrad_matches_a_hand_computed_projection():
     expected = flat[0] - dot / sq2 * flat[1] + flat[1] - dot / sq1 * flat[0]
     torch.testing.assert_close(expected, pcgrad(flat[0], flat[1], granularity="batch"))
 
-    balancer = ParamPCGrad(model)
+    balancer = ParamPCGrad(model, world_size=1)
     balancer.backward([l_det, l_pred])
     got = torch.cat([p.grad.reshape(-1) for p in enc])
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
@@ -75,7 +75,7 @@ def test_param_pcgrad_matches_a_hand_computed_projection():
 def test_param_pcgrad_accumulates_like_backward():
     x, det_t, pred_t = make_data(1)[0]
     model = make_model(TaskFork())
-    balancer = ParamPCGrad(model)
+    balancer = ParamPCGrad(model, world_size=1)
     for _ in range(2):
         det, pred, _ = model(x)
         balancer.backward(task_losses(det, pred, det_t, pred_t))
@@ -89,19 +89,33 @@ def test_param_pcgrad_accumulates_like_backward():
         balancer.backward([torch.tensor(1.0)])
 
 
-def test_param_pcgrad_refuses_zero_deepspeed_and_ddp_with_a_reason():
+def test_param_pcgrad_refuses_zero_deepspeed_ddp_and_several_processes_with_a_reason():
     class DeepSpeedEngine(nn.Module):  # the name DeepSpeed's engine class has
         def __init__(self):
             super().__init__()
             self.module = nn.Linear(2, 2)
 
     with pytest.raises(RuntimeError, match="docs/MODEL.md.*DeepSpeedEngine"):
-        ParamPCGrad(DeepSpeedEngine())
+        ParamPCGrad(DeepSpeedEngine(), world_size=1)
     zero3 = nn.Linear(2, 2)
     zero3.weight.ds_id = 0  # what ZeRO-3 puts on the parameters it partitions
     with pytest.raises(RuntimeError, match="ZeRO"):
-        ensure_param_pcgrad_supported(zero3)
-    ensure_param_pcgrad_supported(nn.Linear(2, 2))  # plain single process: fine
+        ensure_param_pcgrad_supported(zero3, 1)
+    with pytest.raises(RuntimeError, match="docs/MODEL.md.*2 processes"):  # the runtime's world size
+        ParamPCGrad(nn.Linear(2, 2), world_size=2)
+    ensure_param_pcgrad_supported(nn.Linear(2, 2), 1)  # plain single process: fine
+
+
+def test_param_pcgrad_balancing_takes_the_world_size_from_the_runtime_at_attach():
+    strategy = BALANCINGS["param_pcgrad"](BalancingConfig(method="param_pcgrad"))
+    model = make_model(TaskFork())
+    with pytest.raises(RuntimeError, match="3 processes"):
+        strategy.attach(model, model, SimpleNamespace(world_size=3))
+    strategy.attach(model, model, SimpleNamespace(world_size=1))
+    x, det_t, pred_t = make_data(1)[0]
+    det, pred, _ = model(x)
+    strategy.backward(SimpleNamespace(), task_losses(det, pred, det_t, pred_t), torch.tensor(0.0), boundary=True)
+    assert all(p.grad is not None for p in model.parameters())
 
 
 def test_balancing_config_validation_and_fork_choice():

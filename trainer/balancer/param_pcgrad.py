@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
 from models.balancer import BalancerConfig, ConflictStats, combine_task_gradients
@@ -23,16 +22,18 @@ _WHY = ("parameter-level PCGrad needs one backward per task and writes param.gra
         "ZeRO-compatible feature-level fork models.balancer.ConflictFork instead")
 
 
-def ensure_param_pcgrad_supported(model: nn.Module) -> None:
-    """Raise RuntimeError unless ``model`` trains in one plain process (no ZeRO, DeepSpeed, DDP, FSDP)."""
+def ensure_param_pcgrad_supported(model: nn.Module, world_size: int) -> None:
+    """Raise RuntimeError unless ``model`` trains in one plain process (no ZeRO, DeepSpeed, DDP, FSDP).
+
+    ``world_size``: the processes training together (``Runtime.world_size``; 1 outside a launcher)."""
     wrappers = {cls.__name__ for cls in type(model).__mro__}
     for name in ("DeepSpeedEngine", "DistributedDataParallel", "FullyShardedDataParallel"):
         if name in wrappers:
             raise RuntimeError(f"{_WHY}. Got a model wrapped in {name}.")
     if any(hasattr(p, "ds_id") for p in model.parameters()):
         raise RuntimeError(f"{_WHY}. The model's parameters are managed by DeepSpeed ZeRO.")
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        raise RuntimeError(f"{_WHY}. torch.distributed runs {dist.get_world_size()} processes.")
+    if world_size > 1:
+        raise RuntimeError(f"{_WHY}. The run has {world_size} processes.")
 
 
 class ParamPCGrad:
@@ -41,12 +42,15 @@ class ParamPCGrad:
     Shared parameters (reached by both losses) get PCGrad over their flattened gradient
     (``batch`` granularity of ``models.balancer.rules``, projection on the original vectors);
     parameters reached by one loss get that loss's gradient. Gradients accumulate into
-    ``param.grad`` like ``Tensor.backward``; the caller steps the optimizer.
+    ``param.grad`` like ``Tensor.backward``; the caller steps the optimizer. ``world_size``: the processes
+    training together (the runtime's); more than one is refused.
     """
 
-    def __init__(self, model: nn.Module, *, rule: str = "pcgrad", balance_magnitude: bool = False) -> None:
-        ensure_param_pcgrad_supported(model)
+    def __init__(self, model: nn.Module, *, world_size: int, rule: str = "pcgrad",
+                 balance_magnitude: bool = False) -> None:
+        ensure_param_pcgrad_supported(model, world_size)
         self.model = model
+        self.world_size = world_size
         self.cfg = BalancerConfig(rule=rule, granularity="batch", balance_magnitude=balance_magnitude)
         self.last_stats: ConflictStats | None = None
 
@@ -54,7 +58,7 @@ class ParamPCGrad:
         """losses: (detection loss, prediction loss), scalars of one graph through ``model``."""
         if len(losses) != 2:
             raise ValueError(f"ParamPCGrad balances exactly 2 task losses, got {len(losses)}")
-        ensure_param_pcgrad_supported(self.model)
+        ensure_param_pcgrad_supported(self.model, self.world_size)
         params = [p for p in self.model.parameters() if p.requires_grad]
         per_task = [
             torch.autograd.grad(loss, params, retain_graph=i == 0, allow_unused=True)

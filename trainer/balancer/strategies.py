@@ -97,7 +97,7 @@ class ParamPCGradBalancing(Balancing):
         self._pcgrad: ParamPCGrad | None = None  # a plain object: it holds the engine, which holds this module
 
     def attach(self, model: V2XModel, engine: Any, runtime: Runtime) -> None:
-        self._pcgrad = ParamPCGrad(engine)
+        self._pcgrad = ParamPCGrad(engine, world_size=runtime.world_size)
 
     def backward(self, runtime: Runtime, task_losses: tuple[Tensor, ...], loss: Tensor, *, boundary: bool) -> None:
         if self._pcgrad is None:

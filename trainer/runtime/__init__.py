@@ -4,12 +4,14 @@
 DeepSpeed config (``launch_config``), ``prepare`` / ``backward`` / the accumulation boundary / state save
 and load, and the collectives (``process_group``: barrier, sums, an any-rank flag, object gather /
 broadcast). Everything else in the trainer receives plain callables from it; the evaluation entry point
-uses ``process_group`` directly, since it has no engine.
+uses ``process_group`` directly, since it has no engine. ``bench/zero_memory.py`` builds its engines through
+``Runtime`` too, so it measures what training runs.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -49,6 +51,8 @@ class Runtime:
 
     accelerator: Any
     zero_stage: int = 0
+    launcher_deepspeed_env: str | None = None
+    """``ACCELERATE_USE_DEEPSPEED`` as it was before the Accelerator set it (``close`` puts it back)."""
 
     @classmethod
     def create(cls, cfg: TrainConfig) -> "Runtime":
@@ -65,6 +69,7 @@ class Runtime:
             plugin = DeepSpeedPlugin(hf_ds_config=ds_config)
         elif os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
             raise LaunchConfigError("the launcher enables DeepSpeed (--use_deepspeed) but distributed.engine=plain")
+        launcher_deepspeed_env = os.environ.get("ACCELERATE_USE_DEEPSPEED")
         launched = process_group.launched()
         backend, timeout = process_group.default_backend(), timedelta(seconds=cfg.distributed.timeout_s)
         if launched:
@@ -84,7 +89,7 @@ class Runtime:
             step_scheduler_with_optimizer=False,
             kwargs_handlers=handlers,
         )
-        runtime = cls(accelerator, zero_stage)
+        runtime = cls(accelerator, zero_stage, launcher_deepspeed_env)
         if launched and int(os.environ.get("WORLD_SIZE", "1")) > 1 and runtime.accelerator.distributed_type == "NO":
             raise LaunchConfigError(f"{os.environ['WORLD_SIZE']} processes were launched but Accelerate did not set up "
                                     "distributed training (gradients would not be synchronised)")
@@ -138,7 +143,8 @@ class Runtime:
             register_zero3_external_parameters(engine.module)
         return engine, optimizer, scheduler
 
-    def backward(self, loss: torch.Tensor, *, boundary: bool = True) -> None:
+    def backward(self, loss: torch.Tensor, *, boundary: bool = True,
+                 before_step: Callable[[], None] | None = None) -> None:
         """Back-propagate one micro-batch; ``boundary`` says whether it is the last one of an optimizer step.
 
         The runtime owns the accumulation boundary for both engines. Under DeepSpeed, Accelerate's backward
@@ -147,9 +153,30 @@ class Runtime:
         so every micro-batch would be an optimizer step. Setting it here makes DeepSpeed step exactly at the
         loop's boundaries. On the plain engine Accelerate divides the loss by the accumulation steps and
         the loop steps the optimizer at the boundary.
+
+        ``before_step`` (the memory count of ``bench/zero_memory.py``) runs after this micro-batch's
+        backward (at a boundary: with the gradients reduced) and before any optimizer step: under DeepSpeed
+        at a boundary inside Accelerate's backward, just before the ``engine.step()`` that Accelerate makes
+        there; otherwise after the backward (the plain engine's loop steps the optimizer later).
         """
         self.accelerator.gradient_state._set_sync_gradients(boundary)
-        self.accelerator.backward(loss)
+        wrapped = getattr(self.accelerator, "deepspeed_engine_wrapped", None)
+        if before_step is None or wrapped is None or not boundary:
+            self.accelerator.backward(loss)
+            if before_step is not None:
+                before_step()
+            return
+        engine, step = wrapped.engine, wrapped.engine.step
+
+        def step_after_probe(*args: Any, **kwargs: Any) -> Any:
+            before_step()
+            return step(*args, **kwargs)
+
+        engine.step = step_after_probe
+        try:
+            self.accelerator.backward(loss)
+        finally:
+            del engine.step  # the engine's own method again
 
     def clip_and_norm(self, model: Any, max_norm: float) -> float | None:
         """Global grad norm of this step (clipping itself is DeepSpeed's under ZeRO)."""
@@ -171,6 +198,21 @@ class Runtime:
     def release(self) -> None:
         """Drop the prepared engine/optimizer references so the next stage can prepare anew."""
         self.accelerator.free_memory()
+
+    def close(self) -> None:
+        """Release the engine and forget this runtime's Accelerate state, keeping the process group, so that
+        this process can ``create`` another runtime with another DeepSpeed config. Accelerate keeps one
+        state per process and refuses a second ``Accelerator`` that brings its own DeepSpeed plugin; the
+        ZeRO memory bench builds one engine per ZeRO stage, precision and bucket setting in one launch."""
+        from accelerate.state import AcceleratorState, GradientState
+
+        self.release()
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+        if self.launcher_deepspeed_env is None:
+            os.environ.pop("ACCELERATE_USE_DEEPSPEED", None)
+        else:
+            os.environ["ACCELERATE_USE_DEEPSPEED"] = self.launcher_deepspeed_env
 
     def attach_trackers(self, run_dir: Path, *, tensorboard: bool, wandb: dict[str, Any] | None,
                         config: dict[str, Any]) -> None:

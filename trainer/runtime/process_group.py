@@ -1,7 +1,7 @@
 """Process groups and collectives over them: joining the launcher's group, sums, gathers, the barrier.
 
-The trainer's ``Runtime`` and the evaluation entry point use these; nothing else in the project calls
-``torch.distributed``.
+The trainer's ``Runtime``, the evaluation entry point and the ZeRO memory bench (its gather across engines) use
+these; nothing else in the project calls ``torch.distributed``.
 """
 
 from __future__ import annotations
