@@ -87,18 +87,23 @@ class V2XModel(nn.Module):
     def _encode_history_frozen(self, batch: Batch, voxel_mask: Tensor | None) -> Tensor:
         """BEV maps [B, A, T, C, H, W]: the current frames' with gradient, the history frames' without."""
         b, a, t = batch.frame_mask.shape
-        frame = batch.voxel_coords[:, 0].long()  # flat (b, a, t) agent-frame index
-        current = frame % t == t - 1
-        maps = []
-        for rows, frames, renumber in ((~current, t - 1, lambda n: n // t * (t - 1) + n % t),
-                                       (current, 1, lambda n: n // t)):
-            coords = batch.voxel_coords[rows].clone()
-            coords[:, 0] = renumber(coords[:, 0].long()).to(coords.dtype)
-            mask = voxel_mask[rows] if voxel_mask is not None else None
-            with torch.set_grad_enabled(frames == 1):
-                bev = self.encoder(batch.voxels[rows], batch.voxel_num_points[rows], coords, b * a * frames, mask)
-            maps.append(bev.view(b, a, frames, *bev.shape[1:]))
-        return torch.cat(maps, dim=2)
+        agent, slot = batch.voxel_coords[:, 0].long().div(t, rounding_mode="floor"), batch.voxel_coords[:, 0] % t
+        current = slot == t - 1
+        with torch.no_grad():  # history frame (agent, k < t-1) -> flat index agent * (t-1) + k
+            history = self._encode_rows(batch, voxel_mask, ~current, (agent * (t - 1) + slot)[~current], t - 1)
+        now = self._encode_rows(batch, voxel_mask, current, agent[current], 1)
+        return torch.cat((history, now), dim=2)
+
+    def _encode_rows(self, batch: Batch, voxel_mask: Tensor | None, rows: Tensor, frame_index: Tensor,
+                     frames: int) -> Tensor:
+        """The encoder on the voxels ``rows`` [V] bool, renumbered to ``frame_index`` [V'] among
+        ``B * A * frames`` agent-frames -> [B, A, frames, C, H, W]."""
+        b, a, _ = batch.frame_mask.shape
+        coords = batch.voxel_coords[rows].clone()
+        coords[:, 0] = frame_index.to(coords.dtype)
+        mask = voxel_mask[rows] if voxel_mask is not None else None
+        bev = self.encoder(batch.voxels[rows], batch.voxel_num_points[rows], coords, b * a * frames, mask)
+        return bev.view(b, a, frames, *bev.shape[1:])
 
     def forward(self, batch: Batch, *, heads: Sequence[str] = ("det", "pred"), voxel_mask: Tensor | None = None,
                 temporal_fusion: bool = True, spatial_fusion: bool = True, history_grad: bool = True) -> ModelOutput:
