@@ -50,11 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.engine.loop import Preempted, TrainingDiverged
     from trainer.engine.pipeline import run_pipeline
     from trainer.checkpointing.run_dir import RunDirError
+    from trainer.data.loader import NoReadableSampleError
     from trainer.runtime import LaunchConfigError
 
     try:
         results = run_pipeline(cfg)
-    except (LaunchConfigError, RunDirError) as err:
+    except (LaunchConfigError, RunDirError, NoReadableSampleError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except TrainingDiverged as err:

@@ -2,6 +2,7 @@
 
 import json
 import tarfile
+import time
 import warnings
 
 import pytest
@@ -12,7 +13,7 @@ from trainer.data.classes import ClassGrouping, UnmappedObjectTypeError
 from trainer.data.config import ClassGroup, ConvertConfig, DataConfig
 from trainer.data.convert import convert
 from tests.opencood_fixtures import write_toy_scenario
-from trainer.data.loader import build_loader
+from trainer.data.loader import NoReadableSampleError, build_loader
 from trainer.data.sample import SchemaVersionError
 from trainer.data.split import batches_per_rank, expand_shards, split_shards
 
@@ -161,3 +162,42 @@ def test_data_config_is_an_omegaconf_structured_config():
     merged = OmegaConf.merge(OmegaConf.structured(DataConfig), {"batch_size": 3, "augment": {"flip_prob": 0.0}})
     cfg = OmegaConf.to_object(merged)
     assert isinstance(cfg, DataConfig) and cfg.batch_size == 3 and cfg.augment.flip_prob == 0.0
+
+
+def _all_frames_garbage(shard: str, out) -> str:
+    """A copy of ``shard`` whose samples keep valid metadata but whose every point cloud is garbage."""
+    records = records_of(shard)
+    for r in records:
+        if "frame.npy" in r:
+            r["frame.npy"] = b"\x93NUMPY not an array"
+    write_records(out, records)
+    return str(out)
+
+
+@pytest.mark.parametrize("split_name, extra", [("train", {"shuffle_buffer": 16}), ("train", {"resampled": True}),
+                                                ("val", {})])
+def test_shards_without_a_decodable_sample_fail_fast_naming_them(shards, tmp_path, split_name, extra):
+    bad = [_all_frames_garbage(s, tmp_path / f"bad{i}.tar") for i, s in enumerate(shards[:2])]
+    cfg = cfg_for(",".join(bad), batch_size=1, samples_per_epoch=64, **extra)
+    loader = build_loader(cfg, GRID, split=split_name, rank=0, world_size=1, seed=0)
+    start = time.monotonic()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(NoReadableSampleError, match="decoded none") as err:
+            list(loader)
+    assert time.monotonic() - start < 60
+    message = str(err.value)
+    assert "bad0.tar" in message and "bad1.tar" in message and "skipped in total" in message
+    assert "SampleFormatError" in message
+
+
+def test_a_decodable_sample_among_corrupt_ones_never_trips_the_check(shards, tmp_path):
+    """One good shard among corrupt ones, reordered across passes by a large shuffle buffer: no false alarm."""
+    bad = [_all_frames_garbage(s, tmp_path / f"bad{i}.tar") for i, s in enumerate(shards[:2])]
+    cfg = cfg_for(",".join([*bad, shards[2]]), batch_size=1, samples_per_epoch=40, shuffle_buffer=30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        keys = [k for b in build_loader(cfg, GRID, split="train", rank=0, world_size=1, seed=0) for k in b.keys]
+    good = {r["__key__"] for r in records_of(shards[2]) if "meta.json" in r}
+    assert len(keys) == 40 and set(keys) == good
+

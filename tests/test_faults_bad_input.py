@@ -158,3 +158,27 @@ def test_accelerate_zero_stage_disagreeing_with_deepspeed_json(tiny_data, tmp_pa
     assert "the launcher asks for ZeRO stage 3 (--zero_stage) but the training config uses stage 2" in proc.stderr
     assert "error: " in proc.stderr
     assert not (tmp_path / "run" / "finetune" / "checkpoints").exists()
+
+
+def test_training_data_with_no_decodable_sample_exits_2_within_bounded_time(tiny_data, tmp_path, capsys):
+    """Valid metadata, garbage point clouds, read by a DataLoader worker process: the run fails within a
+    bounded time with exit 2, naming the shard and the skip count (it used to take no step, forever)."""
+    import time
+    import warnings
+
+    train, val = tiny_data
+    bad = tmp_path / "train-000000.tar"
+    with tarfile.open(train.split(",")[0]) as src, tarfile.open(bad, "w") as dst:
+        for member in src:
+            payload = src.extractfile(member).read()
+            if member.name.endswith(".frame.npy"):
+                payload = b"\x93NUMPY garbage" * 4
+                member.size = len(payload)
+            dst.addfile(member, io.BytesIO(payload))
+    start = time.monotonic()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code, err = _main(capsys, [*RECIPE, *base_overrides(str(bad), val, tmp_path / "run"), "data.num_workers=1"])
+    assert code == EXIT_BAD_INPUT
+    assert time.monotonic() - start < 120
+    assert "decoded none" in err and str(bad) in err and "skipped in total" in err

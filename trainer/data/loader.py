@@ -29,24 +29,73 @@ from trainer.data.shard_read import sample_records
 from trainer.data.voxelize import FrameVoxelizer
 
 _FATAL = (SchemaVersionError, UnmappedObjectTypeError)
+PASS_KEY = "__pass__"
+RESAMPLED_PASS = 32
+"""With ``resampled`` shards, a "pass" (for the no-readable-sample check) is this many draws per shard."""
+"""Record key: the pass over the worker's shards that the record was read in (set and removed here)."""
+
+
+class NoReadableSampleError(RuntimeError):
+    """A full pass over a worker's shards gave no sample that decodes: the data can never yield a batch."""
 
 
 class SkipCounter:
-    """Counts what a worker skipped; the exception handler of every reading stage."""
+    """Counts what a worker skipped; the exception handler of every reading stage.
 
-    def __init__(self) -> None:
+    It also keeps, per pass over the worker's shards, how many samples were read, processed and decoded,
+    so that a pass in which every sample was read and none decoded is an error (bounded by one pass of
+    reading), however the shuffle buffer reorders records across passes.
+    """
+
+    def __init__(self, shards: list[str]) -> None:
+        self.shards = shards
         self.skipped = 0
         self.raw_samples = 0
+        self.pass_index = 0
+        self.last_error = ""
         self._reported = 0
+        self._open: dict[int, list[int]] = {}  # pass -> [read, processed, decoded]
 
     def __call__(self, exn: Exception) -> bool:
         if isinstance(exn, _FATAL):
             raise exn
         self.skipped += 1
         where = next((a for a in reversed(exn.args) if isinstance(a, str) and a.endswith(".tar")), "")
+        self.last_error = f"{type(exn).__name__}: {exn.args[0] if exn.args else exn}{' in ' + where if where else ''}"
         warnings.warn(f"skipping corrupt data{' in ' + where if where else ''}: {type(exn).__name__}: {exn.args[0] if exn.args else exn}",
                       RuntimeWarning, stacklevel=2)
         return True
+
+    def read(self) -> int:
+        """Count one sample read in the current pass; returns that pass's index."""
+        self.raw_samples += 1
+        self._open.setdefault(self.pass_index, [0, 0, 0])[0] += 1
+        return self.pass_index
+
+    def processed(self, pass_index: int, *, decoded: bool) -> None:
+        """Count one sample of ``pass_index`` processed; raise when a finished pass decoded nothing."""
+        counts = self._open[pass_index]
+        counts[1] += 1
+        counts[2] += int(decoded)
+        self._check(finished=False)
+
+    def finish(self) -> None:
+        """The stream ended: every pass is finished."""
+        self._check(finished=True)
+
+    def _check(self, *, finished: bool) -> None:
+        """A pass is finished when reading has moved on to a later pass, or the stream ended."""
+        for index in sorted(self._open):
+            read, done, ok = self._open[index]
+            if done < read or not (index < self.pass_index or finished):
+                continue
+            if ok == 0:
+                raise NoReadableSampleError(self.describe(f"a full pass read {read} sample(s) and decoded none"))
+            del self._open[index]
+
+    def describe(self, what: str) -> str:
+        return (f"shards {self.shards}: {what} ({self.skipped} skipped in total"
+                f"{'; last: ' + self.last_error if self.last_error else ''}); fix or remove these shards")
 
     def take_new(self) -> int:
         """Skips since the previous call."""
@@ -67,28 +116,33 @@ class ShardBatchStream(IterableDataset):
     def _shard_urls(self, worker: int, num_workers: int, counter: SkipCounter) -> Iterator[dict]:
         worker_seed = split.make_seed(self.seed, self.epoch, self.rank, worker)
         if self.train and self.cfg.resampled:
-            for url in split.resampled_shards(self.urls, seed=worker_seed):
+            counter.shards = self.urls
+            draws_per_pass = RESAMPLED_PASS * len(self.urls)  # a good shard is missed by one with p < e^-32
+            for draw, url in enumerate(split.resampled_shards(self.urls, seed=worker_seed)):
+                if draw and draw % draws_per_pass == 0:
+                    counter.pass_index += 1
                 yield {"url": url}
             return
         mine = split.split_shards(self.urls, rank=self.rank, world_size=self.world_size, worker=worker,
                                   num_workers=num_workers)
-        last_pass, seen_at_pass = 0, 0
+        counter.shards = mine
+        seen_at_pass = 0
         for rep, url in split.shard_passes(mine, seed=worker_seed, shuffle=self.train, repeat=self.repeat):
-            if rep != last_pass:
+            if rep != counter.pass_index:
                 if counter.raw_samples == seen_at_pass:
-                    raise RuntimeError(f"a full pass over shards {mine} produced no readable sample")
-                last_pass, seen_at_pass = rep, counter.raw_samples
+                    raise NoReadableSampleError(counter.describe("a full pass read no sample"))
+                counter.pass_index, seen_at_pass = rep, counter.raw_samples
             yield {"url": url}
 
     def _raw_samples(self, worker: int, num_workers: int, counter: SkipCounter) -> Iterator[dict]:
         for record in sample_records(self._shard_urls(worker, num_workers, counter), handler=counter):
-            counter.raw_samples += 1
+            record[PASS_KEY] = counter.read()
             yield record
 
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        counter = SkipCounter()
+        counter = SkipCounter(self.urls)
         preparer = SamplePreparer(
             self.grid, ClassGrouping(self.cfg.classes, self.cfg.drop_obj_types), max_agents=self.cfg.max_agents,
             augment_cfg=self.cfg.augment if self.train else None,
@@ -101,16 +155,20 @@ class ShardBatchStream(IterableDataset):
                                seed=split.make_seed("shuffle", self.seed, self.epoch, self.rank, worker))
         pending = []
         for record in records:
+            read_in = record.pop(PASS_KEY)
             try:
                 pending.append(preparer(decode_sample(record)))
             except Exception as exn:  # noqa: BLE001 - the handler decides: count and skip, or re-raise
                 exn.args = exn.args + (record.get("__url__", ""),)
                 counter(exn)
+                counter.processed(read_in, decoded=False)
                 continue
+            counter.processed(read_in, decoded=True)
             if len(pending) == self.cfg.batch_size:
                 yield collate_prepared(pending, max_agents=self.cfg.max_agents, voxelizer=voxelizer,
                                        num_skipped=counter.take_new())
                 pending = []
+        counter.finish()
         if pending and not self.train:
             yield collate_prepared(pending, max_agents=self.cfg.max_agents, voxelizer=voxelizer,
                                    num_skipped=counter.take_new())
