@@ -4,7 +4,8 @@
 Works unchanged under ``accelerate launch``, ``deepspeed --num_gpus N``, ``torchrun`` and plain
 ``python``. With no arguments it runs the default TurboTrain recipe (stage 1 masked pretraining,
 then stage 2 balanced multi-task fine-tuning, then evaluation) on the built-in synthetic dataset.
-Exit codes: 0 done, 2 bad configuration or input, 3 training diverged, 75 preempted (requeue me).
+Exit codes: 0 done, 2 bad configuration or input (or data that never arrives), 3 training diverged,
+75 stopped by SIGTERM / SIGUSR1 / SIGINT (checkpoint saved where possible; requeue me).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     from trainer.engine.loop import Preempted, TrainingDiverged
+    from trainer.engine.signals import StopNow
+    from trainer.engine.stall import DataStallError
     from trainer.engine.pipeline import run_pipeline
     from trainer.checkpointing.run_dir import RunDirError
     from trainer.data.loader import NoReadableSampleError
@@ -55,13 +58,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         results = run_pipeline(cfg)
-    except (LaunchConfigError, RunDirError, NoReadableSampleError) as err:
+    except (LaunchConfigError, RunDirError, NoReadableSampleError, DataStallError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DIVERGED
-    except Preempted as err:
+    except (Preempted, StopNow) as err:
         print(f"preempted: {err}", file=sys.stderr)
         return EXIT_PREEMPTED
     import os

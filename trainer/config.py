@@ -131,6 +131,13 @@ class LoopConfig:
     """Checkpoints kept per stage (older ones are deleted after a newer one is complete)."""
     max_nonfinite_in_row: int = 5
     """Consecutive steps with a NaN/inf loss on any rank (skipped on all ranks) before training stops."""
+    stall_timeout_s: float = 600.0
+    """Seconds the loop waits for one training batch before it declares the data loader stalled and stops
+    (exit 2; a checkpoint is saved when one process runs). A warning is printed at a quarter of it. 0: wait
+    forever."""
+    stop_grace_s: float = 120.0
+    """After a stop signal (SIGTERM, SIGUSR1, SIGINT), seconds allowed to reach a step boundary and save a
+    checkpoint before the process exits anyway (code 75; the last complete checkpoint stands). 0: no limit."""
     tensorboard: bool = True
     """Log through Accelerate's TensorBoard tracker (``<run>/tb``)."""
     wandb: bool = False
@@ -153,6 +160,8 @@ class LoopConfig:
             raise ValueError("loop.wandb_project must be non-empty when loop.wandb is on")
         if self.eval_every < 0 or self.eval_batches < 0 or self.pictures < 0:
             raise ValueError("loop.eval_every, loop.eval_batches and loop.pictures must be >= 0")
+        if self.stall_timeout_s < 0 or self.stop_grace_s < 0:
+            raise ValueError("loop.stall_timeout_s and loop.stop_grace_s must be >= 0")
 
 
 def wandb_init_kwargs(loop: LoopConfig, run_dir: Path) -> dict[str, Any] | None:

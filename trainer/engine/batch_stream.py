@@ -23,6 +23,11 @@ class BatchStream:
         self._skip = skip
         self._it: Iterator[Batch] | None = None
 
+    @property
+    def position(self) -> tuple[int, int]:
+        """(epoch, batches consumed in it). A stop while a resume is still skipping owes the whole skip."""
+        return self.epoch, max(self.in_epoch, self._skip)
+
     def _start(self) -> None:
         self._it = iter(self.make_epoch(self.epoch))
         self.in_epoch = 0

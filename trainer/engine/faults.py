@@ -24,14 +24,18 @@ class FaultConfig:
     """After this optimizer step, rank ``crash_rank`` exits abruptly (once per run dir); -1 = never."""
     crash_rank: int = 0
     """Rank that crashes."""
+    stall_at_step: int = -1
+    """Before this optimizer step, the training data of every rank stops arriving (once per run dir): the
+    wait for the batch blocks in a read that never returns, of a FIFO with no writer, as on a hung file
+    system. -1 = never."""
 
     def __post_init__(self) -> None:
         if self.nan_repeats < 1:
             raise ValueError(f"faults.nan_repeats must be >= 1, got {self.nan_repeats}")
         if any(s < 0 for s in self.nan_steps) or self.nan_rank < 0 or self.crash_rank < 0:
             raise ValueError("faults.nan_steps, faults.nan_rank and faults.crash_rank must be >= 0")
-        if self.crash_at_step < -1:
-            raise ValueError("faults.crash_at_step must be >= -1")
+        if self.crash_at_step < -1 or self.stall_at_step < -1:
+            raise ValueError("faults.crash_at_step and faults.stall_at_step must be >= -1")
 
 
 class FaultInjector:
@@ -40,6 +44,7 @@ class FaultInjector:
     def __init__(self, cfg: FaultConfig, run_dir: Path) -> None:
         self.cfg = cfg
         self.marker = run_dir / ".fault-crashed"
+        self.stall_fifo = run_dir / ".fault-stall"
         self._nan_given: dict[int, int] = {}
 
     def maybe_corrupt_loss(self, loss: torch.Tensor, *, step: int, rank: int) -> torch.Tensor:
@@ -56,3 +61,19 @@ class FaultInjector:
             self.marker.write_text(f"crashed after step {step} on rank {rank}\n")
             print(f"[faults] rank {rank} crashing after step {step}", flush=True)
             os._exit(17)
+
+    def maybe_stall(self, *, step: int) -> None:
+        """Block forever in ``open`` of a FIFO nobody writes to (a signal or the stall alarm ends it)."""
+        if step != self.cfg.stall_at_step:
+            return
+        try:
+            os.mkfifo(self.stall_fifo)
+        except FileExistsError:  # this run directory has had its stall (or another rank made the FIFO)
+            if self.stall_fifo.with_suffix(".done").exists():
+                return
+        print(f"[faults] training data stalls before step {step}", flush=True)
+        try:
+            with open(self.stall_fifo, "rb"):
+                pass
+        finally:
+            self.stall_fifo.with_suffix(".done").touch()

@@ -18,7 +18,8 @@ from trainer.engine.faults import FaultInjector
 from trainer.engine.metrics_log import MetricsLog
 from trainer.runtime import Runtime
 from trainer.engine.schedule import warmup_cosine
-from trainer.engine.signals import PreemptionWatcher
+from trainer.engine.signals import PreemptionWatcher, StopRequested
+from trainer.engine.stall import DataStallError, StallAlarm
 from trainer.tasks import StepResult
 from trainer.engine.train_module import TrainingModule
 
@@ -73,6 +74,18 @@ def _save_recon_image(ctx: StageContext, module: TrainingModule, result: StepRes
     ctx.metrics.write({"stage": ctx.name, "step": step, "image": str(path)})
 
 
+def _save_between_steps(ctx: StageContext, save: Callable[[str], None], step: int) -> str:
+    """Checkpoint a stop that happened between steps, when that is safe; says what was done.
+
+    With several processes the others may be inside a collective of the next step, so a save (itself
+    collective) could hang: the last periodic checkpoint stands instead.
+    """
+    if ctx.runtime.world_size > 1:
+        return "no checkpoint saved (other processes may be mid-step); the last periodic one stands"
+    save(f"step_{step:06d}")
+    return f"checkpoint saved at step {step}"
+
+
 def train_stage(ctx: StageContext, module: TrainingModule) -> tuple[TrainState, Any]:
     """Train ``module`` for ``ctx.stage.steps`` optimizer steps; returns the final state and the engine."""
     cfg, stage, rt = ctx.cfg, ctx.stage, ctx.runtime
@@ -93,7 +106,7 @@ def train_stage(ctx: StageContext, module: TrainingModule) -> tuple[TrainState, 
     stream = BatchStream(ctx.make_epoch, epoch=state.epoch, skip=state.batches_in_epoch)
 
     def save(name: str) -> None:
-        state.epoch, state.batches_in_epoch = stream.epoch, stream.in_epoch
+        state.epoch, state.batches_in_epoch = stream.position
         save_checkpoint(ckpt_dir, name, state, save_engine=rt.save_state, is_main=rt.is_main, barrier=rt.barrier,
                         keep_last=cfg.loop.keep_last)
 
@@ -102,10 +115,20 @@ def train_stage(ctx: StageContext, module: TrainingModule) -> tuple[TrainState, 
                dynamic_ncols=True)
     nonfinite_in_row, micro, window_start, window_samples = 0, 0, time.perf_counter(), 0
     data_wait = 0.0
+    alarm = StallAlarm(timeout_s=cfg.loop.stall_timeout_s, what=f"data.train_shards={cfg.data.train_shards!r}")
     engine.train()
     while state.step < stage.steps:
         t0 = time.perf_counter()
-        batch = next(stream)
+        try:
+            with ctx.watcher.interruptible(), alarm.waiting():
+                ctx.faults.maybe_stall(step=state.step)
+                batch = next(stream)
+        except (StopRequested, DataStallError) as stop:
+            bar.close()
+            saved = _save_between_steps(ctx, save, state.step)
+            if isinstance(stop, DataStallError):
+                raise DataStallError(f"stage {ctx.name}: {stop}; {saved}") from None
+            raise Preempted(f"stage {ctx.name}: {stop}; {saved}") from None
         data_wait += time.perf_counter() - t0
         batch = batch.to(rt.device, non_blocking=True)
         generator = torch.Generator().manual_seed(step_seed(cfg.run.seed, ctx.index, state.step, micro, rt.rank))

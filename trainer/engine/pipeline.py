@@ -85,7 +85,7 @@ def run_pipeline(cfg: TrainConfig) -> dict[str, Any]:
                        config={"run_dir": str(run_dir), "model_size": cfg.model_size, "precision": cfg.precision,
                                "stages": ",".join(cfg.stages)})
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=rt.is_main)
-    watcher = PreemptionWatcher().install()
+    watcher = PreemptionWatcher(grace_s=cfg.loop.stop_grace_s).install()
     faults = FaultInjector(cfg.faults, run_dir)
     results: dict[str, Any] = {}
     prev_weights: Path | None = None
