@@ -52,13 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.engine.signals import StopNow
     from trainer.engine.stall import DataStallError
     from trainer.engine.pipeline import run_pipeline
+    from trainer.checkpointing.checkpoint import CorruptCheckpointError
     from trainer.checkpointing.run_dir import RunDirError
     from trainer.data.loader import NoReadableSampleError
     from trainer.runtime import LaunchConfigError
 
     try:
         results = run_pipeline(cfg)
-    except (LaunchConfigError, RunDirError, NoReadableSampleError, DataStallError) as err:
+    except (LaunchConfigError, RunDirError, CorruptCheckpointError, NoReadableSampleError,
+            DataStallError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except TrainingDiverged as err:

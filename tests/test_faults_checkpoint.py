@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,8 @@ import pytest
 import torch
 
 from tests.train_harness import REPO
-from trainer.checkpointing.checkpoint import TrainState, latest_checkpoint, read_pointer, save_checkpoint
+from trainer.checkpointing.checkpoint import (CorruptCheckpointError, TrainState, latest_checkpoint, read_pointer,
+                                              resumable_checkpoint, save_checkpoint, verify_checkpoint)
 
 # The child saves step 2 completely, then starts saving step 4 and blocks at the chosen point until killed.
 CHILD = textwrap.dedent("""
@@ -126,3 +128,83 @@ def test_no_checkpoint_and_dangling_pointer(tmp_path):
     (ckpt_dir / "latest.json").write_text(json.dumps({"latest": "step_000009", "history": ["step_000009"]}))
     with pytest.raises(FileNotFoundError, match="step_000009, which is missing or incomplete"):
         latest_checkpoint(ckpt_dir)
+
+
+def _flip_tensor_bytes(path: Path) -> None:
+    """Same size, a changed weight: 4.0 (float32) becomes 5.0 inside the archive's data member."""
+    raw = path.read_bytes()
+    assert raw.count(b"\x00\x00\x80@") == 3
+    path.write_bytes(raw.replace(b"\x00\x00\x80@", b"\x00\x00\xa0@", 1))
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda c: _truncate(c / "model.pt"), "model.pt has"),
+    (lambda c: _flip_tensor_bytes(c / "model.pt"), "model.pt is damaged (member"),
+    (lambda c: _truncate(c / "train_state.json"), "train_state.json is unreadable"),
+    (lambda c: (c / "model.pt").unlink(), "model.pt is missing"),
+])
+def test_a_corrupt_newest_checkpoint_is_reported_and_the_previous_one_used(tmp_path, damage, reason):
+    ckpt_dir = tmp_path / "checkpoints"
+    _save(ckpt_dir, 2, 2.0)
+    newest = _save(ckpt_dir, 4, 4.0)
+    assert verify_checkpoint(newest) is None
+    damage(newest)
+    assert reason in verify_checkpoint(newest)
+    messages: list[str] = []
+    assert resumable_checkpoint(ckpt_dir, log=messages.append) == ckpt_dir / "step_000002"
+    assert len(messages) == 1 and str(newest) in messages[0] and reason in messages[0]
+    assert newest.exists(), "the corrupt checkpoint is left in place"
+
+
+def test_a_checkpoint_without_manifest_is_still_checked(tmp_path):
+    ckpt_dir = tmp_path / "checkpoints"
+    newest = _save(ckpt_dir, 4, 4.0)
+    (newest / "manifest.json").unlink()  # as written before manifests existed
+    assert verify_checkpoint(newest) is None
+    _truncate(newest / "model.pt")
+    assert "model.pt is a truncated archive" in verify_checkpoint(newest)
+
+
+def test_no_complete_checkpoint_left_is_an_error_naming_each(tmp_path):
+    ckpt_dir = tmp_path / "checkpoints"
+    assert resumable_checkpoint(ckpt_dir) is None
+    for step in (2, 4):
+        _truncate(_save(ckpt_dir, step, 1.0) / "model.pt")
+    with pytest.raises(CorruptCheckpointError, match="no complete checkpoint left") as err:
+        resumable_checkpoint(ckpt_dir, log=lambda msg: None)
+    assert "step_000002" in str(err.value) and "step_000004" in str(err.value)
+    (ckpt_dir / "latest.json").write_text('{"latest": ')
+    with pytest.raises(CorruptCheckpointError, match="latest.json is unreadable"):
+        resumable_checkpoint(ckpt_dir)
+
+
+@pytest.mark.slow
+def test_resume_falls_back_from_a_truncated_checkpoint_through_the_trainer(tiny_data, tmp_path):
+    from tests.train_harness import TRAIN, base_overrides, env
+
+    run_dir = tmp_path / "run"
+    args = ["--config", "recipes/multitask.yaml", *base_overrides(*tiny_data, run_dir, steps=4),
+            "loop.checkpoint_every=2", "faults.crash_at_step=4"]
+    first = subprocess.run([sys.executable, TRAIN, *args], cwd=REPO, env=env(), capture_output=True, text=True,
+                           timeout=300)
+    assert first.returncode == 17, first.stderr[-3000:]  # crashed after step 4's update, before its save
+    ckpts = run_dir / "finetune" / "checkpoints"
+    assert read_pointer(ckpts)["history"] == ["step_000002"]
+    # Make step 2 the previous checkpoint of a newer, corrupt one: copy it to step 3 and damage that.
+    shutil.copytree(ckpts / "step_000002", ckpts / "step_000003")
+    state = json.loads((ckpts / "step_000003" / "train_state.json").read_text())
+    (ckpts / "step_000003" / "train_state.json").write_text(json.dumps({**state, "step": 3}))
+    biggest = max((p for p in (ckpts / "step_000003").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    _truncate(biggest)
+    (ckpts / "latest.json").write_text(json.dumps({"latest": "step_000003", "history": ["step_000002", "step_000003"]}))
+    second = subprocess.run([sys.executable, TRAIN, *args], cwd=REPO, env=env(), capture_output=True, text=True,
+                            timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    out = second.stdout
+    assert f"checkpoint {ckpts / 'step_000003'} is corrupt" in out and biggest.name in out
+    assert f"resumed from {ckpts / 'step_000002'} at step 2" in out
+    assert json.loads((run_dir / "finetune" / "final.json").read_text())["steps"] == 4

@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from trainer.engine.batch_stream import BatchStream
-from trainer.checkpointing.checkpoint import TrainState, latest_checkpoint, save_checkpoint
+from trainer.checkpointing.checkpoint import CorruptCheckpointError, TrainState, resumable_checkpoint, save_checkpoint
 from trainer.config import StageConfig, TrainConfig
 from trainer.engine.faults import FaultInjector
 from trainer.engine.metrics_log import MetricsLog
@@ -74,6 +74,20 @@ def _save_recon_image(ctx: StageContext, module: TrainingModule, result: StepRes
     ctx.metrics.write({"stage": ctx.name, "step": step, "image": str(path)})
 
 
+def _resume_point(ckpt_dir: Path, rt: Runtime) -> Path | None:
+    """The newest complete checkpoint, chosen by the main process (corrupt ones reported) for every rank."""
+    choice: Any = None
+    if rt.is_main:
+        try:
+            choice = resumable_checkpoint(ckpt_dir, log=lambda msg: print(f"warning: {msg}", flush=True))
+        except CorruptCheckpointError as err:
+            choice = err
+    choice = rt.broadcast_object(choice)
+    if isinstance(choice, CorruptCheckpointError):
+        raise choice
+    return choice
+
+
 def _save_between_steps(ctx: StageContext, save: Callable[[str], None], step: int) -> str:
     """Checkpoint a stop that happened between steps, when that is safe; says what was done.
 
@@ -97,7 +111,7 @@ def train_stage(ctx: StageContext, module: TrainingModule) -> tuple[TrainState, 
     module.task.attach(module.model, engine, rt)
     ckpt_dir = ctx.stage_dir / "checkpoints"
     state = TrainState()
-    resume_from = latest_checkpoint(ckpt_dir) if cfg.run.resume == "auto" else None
+    resume_from = _resume_point(ckpt_dir, rt) if cfg.run.resume == "auto" else None
     if resume_from is not None:
         rt.load_state(resume_from)
         state = TrainState.from_json(resume_from / "train_state.json")
