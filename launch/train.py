@@ -50,12 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.engine.loop import Preempted, TrainingDiverged
     from trainer.engine.pipeline import run_pipeline
     from trainer.checkpointing.run_dir import RunDirError
+    from trainer.data.data_errors import FATAL_DATA_ERRORS, fatal_data_message
     from trainer.runtime import LaunchConfigError
 
     try:
         results = run_pipeline(cfg)
     except (LaunchConfigError, RunDirError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except FATAL_DATA_ERRORS as err:  # met mid-run, possibly in a DataLoader worker
+        print(f"error: bad data: {fatal_data_message(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
