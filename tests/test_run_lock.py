@@ -174,3 +174,19 @@ def test_stale_lock_is_taken_over_by_a_run_that_then_releases_it(tiny_data, tmp_
     out = capsys.readouterr().out
     assert code == 0 and "taking over the stale lock" in out and f"pid {stale.pid}" in out
     assert not (run / LOCK_FILE).exists() and (run / "finetune" / "final.json").exists()
+
+
+def test_an_unexpected_failure_of_rank_0_still_reaches_the_other_ranks(tmp_path, monkeypatch):
+    import trainer.checkpointing.run_lock as run_lock
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(run_lock, "acquire_run_lock", broken)
+    sent: list[object] = []
+    with pytest.raises(RuntimeError, match="disk on fire"):  # rank 0: the original error, after telling the others
+        with hold_run_lock(tmp_path, is_main=True, broadcast=lambda obj: sent.append(obj) or obj):
+            pass
+    with pytest.raises(RunLockError, match="rank 0 failed to lock .*disk on fire"):
+        with hold_run_lock(tmp_path, is_main=False, broadcast=lambda obj: sent[0]):
+            pass

@@ -172,12 +172,17 @@ def hold_run_lock(run_dir: Path, *, is_main: bool, broadcast: Callable[[Any], An
     lock: RunLock | None = None
     try:
         error: str | None = None
+        unexpected: Exception | None = None
         if is_main:
             try:
                 lock = acquire_run_lock(run_dir, log=log)
             except RunDirError as err:
                 error = str(err)
+            except Exception as err:  # noqa: BLE001 - told to every rank first, then re-raised on rank 0
+                error, unexpected = f"rank 0 failed to lock {run_dir}: {type(err).__name__}: {err}", err
         error = broadcast(error)
+        if unexpected is not None:
+            raise unexpected
         if error is not None:
             raise RunLockError(error)
         yield lock
