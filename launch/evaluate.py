@@ -103,6 +103,7 @@ def evaluate(args: argparse.Namespace, *, rank: int, world_size: int) -> tuple[d
     Raises ``trainer.checkpointing.checkpoint_io.CheckpointError`` for bad input.
     """
     from trainer.checkpointing.checkpoint_io import CheckpointError, inference_device, load_for_inference
+    from trainer.data.data_errors import FATAL_DATA_ERRORS, fatal_data_message
     from trainer.data.loader import build_loader
     from trainer.eval.model_eval import evaluate_model
 
@@ -126,6 +127,8 @@ def evaluate(args: argparse.Namespace, *, rank: int, world_size: int) -> tuple[d
         try:
             metrics = evaluate_model(setup.model.to(device), batches, cfg, device=device, stage=setup.stage,
                                      gather=gather, max_batches=args.max_batches)
+        except FATAL_DATA_ERRORS as err:  # possibly from a DataLoader worker
+            raise CheckpointError(f"data: {fatal_data_message(err)}") from err
         except RuntimeError as err:
             if "no readable sample" in str(err):
                 raise CheckpointError(f"data {cfg.data.val_shards}: {err}") from err

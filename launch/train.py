@@ -54,14 +54,17 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.engine.pipeline import run_pipeline
     from trainer.checkpointing.checkpoint import CorruptCheckpointError
     from trainer.checkpointing.run_dir import RunDirError
+    from trainer.data.data_errors import FATAL_DATA_ERRORS, fatal_data_message
     from trainer.data.loader import NoReadableSampleError
     from trainer.runtime import LaunchConfigError
 
     try:
         results = run_pipeline(cfg)
-    except (LaunchConfigError, RunDirError, CorruptCheckpointError, NoReadableSampleError,
-            DataStallError) as err:
+    except (LaunchConfigError, RunDirError, CorruptCheckpointError, DataStallError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (*FATAL_DATA_ERRORS, NoReadableSampleError) as err:  # met mid-run, possibly in a DataLoader worker
+        print(f"error: bad data: {fatal_data_message(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)

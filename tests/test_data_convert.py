@@ -129,9 +129,10 @@ def test_malformed_bin_with_cli_skip_bad(tmp_path, capsys):
     bad = tmp_path / "src" / "scene_a" / "-1" / "000001.bin"
     bad.write_bytes(b"\x00" * 7)
     out = str(tmp_path / "out" / "s-%06d.tar")
-    with pytest.raises(SourceFormatError, match="multiple of 16"):
-        main(["--src", str(tmp_path / "src"), "--out", out, "--history", "2", "--history-stride", "1",
-              "--future", "2", "--future-stride", "1", "--sample-stride", "1", "--no-progress"])
+    assert main(["--src", str(tmp_path / "src"), "--out", out, "--history", "2", "--history-stride", "1",
+                 "--future", "2", "--future-stride", "1", "--sample-stride", "1", "--no-progress"]) == 2
+    assert "multiple of 16" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
     rc = main(["--src", str(tmp_path / "src"), "--out", out, "--history", "2", "--history-stride", "1",
                "--future", "2", "--future-stride", "1", "--sample-stride", "1", "--no-progress", "--skip-bad"])
     text = capsys.readouterr().out
@@ -162,3 +163,56 @@ def test_shards_are_byte_reproducible_without_pax_headers(tmp_path):
     with tarfile.open(first.shards[0]) as tar:
         members = tar.getmembers()
         assert members and all(m.pax_headers == {} and m.mtime == 0 for m in members)
+
+
+CLI = ["--history", "2", "--history-stride", "1", "--future", "2", "--future-stride", "1", "--sample-stride", "1",
+       "--no-progress"]
+
+
+def test_a_malformed_file_mid_run_leaves_no_shard_and_no_temp_file(tmp_path, capsys):
+    """maxcount 1: the first sample's shard is complete when ego 7 at t = 2 reads the bad point file."""
+    write_tree(tmp_path / "src")
+    bad = tmp_path / "src" / "scene_a" / "9" / "000002.bin"
+    bad.write_bytes(b"\x00" * 7)
+    out = tmp_path / "out"
+    out.mkdir()
+    earlier = out / "s-000005.tar"  # a shard of an earlier conversion: left as it was
+    earlier.write_bytes(b"old")
+    with pytest.raises(SourceFormatError, match="multiple of 16"):
+        convert(tmp_path / "src", str(out / "s-%06d.tar"), ConvertConfig(mode="vc", **CFG), maxcount=1,
+                progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["s-000005.tar"]
+    rc = main(["--src", str(tmp_path / "src"), "--out", str(out / "s-%06d.tar"), "--maxcount", "1", *CLI])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"malformed source file {bad}: size 7 bytes" in err and "--skip-bad" in err
+    assert sorted(p.name for p in out.iterdir()) == ["s-000005.tar"] and earlier.read_bytes() == b"old"
+
+
+def test_a_malformed_yaml_leaves_no_empty_tar_and_skip_bad_writes_the_rest(tmp_path, capsys):
+    write_tree(tmp_path / "src")
+    bad = tmp_path / "src" / "scene_a" / "7" / "000001.yaml"
+    bad.write_text("lidar_pose: [1, 2\n")
+    out = tmp_path / "out"
+    rc = main(["--src", str(tmp_path / "src"), "--out", str(out / "s-%06d.tar"), "--maxcount", "2", *CLI])
+    assert rc == 2 and f"{bad}: invalid YAML" in capsys.readouterr().err
+    assert not out.exists() or not list(out.iterdir())
+    rc = main(["--src", str(tmp_path / "src"), "--out", str(out / "s-%06d.tar"), "--maxcount", "2", "--skip-bad",
+               *CLI])
+    text = capsys.readouterr().out
+    assert rc == 0 and "skipped 1 sample(s); 1 malformed file(s)" in text and f"bad: {bad}: invalid YAML" in text
+    assert "wrote 5 samples" in text
+    shards = sorted(out.iterdir())
+    assert [p.name for p in shards] == ["s-000000.tar", "s-000001.tar", "s-000002.tar"]  # no temp file
+    assert "scene_a__7__000001" not in {s.key for s in read_samples([str(p) for p in shards])}
+
+
+def test_an_output_that_cannot_be_written_exits_2(tmp_path, capsys):
+    """Works as root too: nothing can be created below a regular file."""
+    write_tree(tmp_path / "src")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    rc = main(["--src", str(tmp_path / "src"), "--out", str(blocker / "sub" / "s-%06d.tar"), *CLI])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(blocker) in err and "no shard was written" in err
+    rc = main(["--src", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o" / "s-%06d.tar"), *CLI])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err

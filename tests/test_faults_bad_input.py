@@ -182,3 +182,23 @@ def test_training_data_with_no_decodable_sample_exits_2_within_bounded_time(tiny
     assert code == EXIT_BAD_INPUT
     assert time.monotonic() - start < 120
     assert "decoded none" in err and str(bad) in err and "skipped in total" in err
+
+
+@pytest.mark.parametrize("ds, key", [
+    ({"zero_optimization": 2}, "'zero_optimization' must be a JSON object"),
+    ({"zero_optimization": {"stage": "two"}}, "'zero_optimization.stage' must be 0, 1, 2 or 3"),
+    ({"zero_optimization": {"stage": 2}, "bf16": True}, "'bf16' must be a JSON object"),
+    ({"zero_optimization": {"stage": 2}, "fp16": {"enabled": "yes"}}, "'fp16.enabled' must be true, false or"),
+    ({"zero_optimization": {"stage": 2}, "train_micro_batch_size_per_gpu": "8"},
+     "'train_micro_batch_size_per_gpu' must be a number"),
+    ([{"zero_optimization": {"stage": 2}}], "'(top level)' must be a JSON object"),
+])
+def test_deepspeed_json_with_a_wrongly_typed_section_names_the_key(ds, key, tiny_data, tmp_path, capsys, launched):
+    train, val = tiny_data
+    path = tmp_path / "typo.json"
+    path.write_text(json.dumps(ds))
+    code, err = _main(capsys, [*RECIPE, *base_overrides(train, val, tmp_path / "run"),
+                               f"distributed.deepspeed_config={path}"])
+    assert code == EXIT_BAD_INPUT
+    assert err.startswith(f"error: {path}: {key}") and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

@@ -74,6 +74,6 @@ def test_worker_crash_under_torchrun_restarts_and_resumes(tiny_data, tmp_path):
     # The crash came after step 2's update but before its checkpoint: the restart resumes from step 1.
     assert f"resumed from {run_dir / 'finetune' / 'checkpoints' / 'step_000001'} at step 1" in out
     steps = [r["step"] for r in _records(run_dir) if "loss/total" in r]
-    assert steps[:2] == [1, 2] and steps[-3:] == [2, 3, 4]
+    assert steps == [1, 2, 3, 4], "the crashed attempt's step-2 record is dropped at the resume from step 1"
     final = json.loads((run_dir / "finetune" / "final.json").read_text())
     assert final["steps"] == 4

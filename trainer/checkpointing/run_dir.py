@@ -34,14 +34,18 @@ def decide_run_dir(cfg: RunConfig, *, is_main: bool, broadcast: Callable[[Any], 
     """Rank 0 picks (and creates) the run directory; every rank returns the same path."""
     choice: Any = None
     if is_main:
+        path = Path(cfg.dir) if cfg.dir else Path(cfg.output_root)
         try:
             path = Path(cfg.dir) if cfg.dir else new_run_dir(cfg)
             if cfg.dir and cfg.resume == "never" and path.exists() and any(path.iterdir()):
                 raise RunDirError(f"run.dir {path} is not empty and run.resume=never")
             path.mkdir(parents=True, exist_ok=True)
             choice = str(path.resolve())
-        except (OSError, RunDirError) as err:
+        except RunDirError as err:
             choice = err
+        except OSError as err:
+            choice = RunDirError(f"cannot create the run directory {path} ({err.strerror or err}); choose a "
+                                 f"writable {'run.dir' if cfg.dir else 'run.output_root'}")
     choice = broadcast(choice)
     if isinstance(choice, BaseException):
         raise RunDirError(str(choice))

@@ -5,6 +5,9 @@
 One sample per (scenario, ego agent, t). With ``--skip-bad`` a malformed source file makes its
 frame count as missing (a sample whose ego frame at t is bad is skipped) and the damage is
 counted in the summary printed at the end; without it the first malformed file is an error.
+Shards are written under temporary names and renamed when the whole conversion succeeded: a failed
+one leaves no new shard and no temporary file. Exit codes: 0 done, 2 bad input (a malformed source
+file without ``--skip-bad``, a missing source, an output that cannot be written, no sample at all).
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from tqdm import tqdm
 from trainer.data.build import FrameReader, build_sample, ego_allowed, sample_times
 from trainer.data.config import ConvertConfig
 from trainer.data.opencood import scan_split
+from trainer.data.pointio import SourceFormatError
 from trainer.data.sample import MODES
 from trainer.data.shard_write import ShardSink
 
+EXIT_BAD_INPUT = 2
 
 @dataclass
 class ConvertSummary:
@@ -98,12 +103,20 @@ def main(argv: list[str] | None = None) -> int:
         history_stride=args.history_stride, future=args.future, future_stride=args.future_stride,
         sample_stride=args.sample_stride, full_windows=not args.partial_windows, target_range=args.target_range,
     )
-    summary = convert(args.src, args.out, cfg, skip_bad=args.skip_bad, maxcount=args.maxcount,
-                      progress=not args.no_progress)
+    try:
+        summary = convert(args.src, args.out, cfg, skip_bad=args.skip_bad, maxcount=args.maxcount,
+                          progress=not args.no_progress)
+    except SourceFormatError as err:
+        print(f"error: malformed source file {err.path}: {err.what}\nno shard was written; fix or remove the "
+              "file, or pass --skip-bad to skip and count malformed files", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (OSError, ValueError) as err:  # missing source, unwritable output, bad --out pattern, frame clash
+        print(f"error: {err}\nno shard was written", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(summary.report())
     if summary.samples == 0:
         print("error: no samples written (check --src and --mode)", file=sys.stderr)
-        return 1
+        return EXIT_BAD_INPUT
     return 0
 
 

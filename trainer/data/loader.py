@@ -20,15 +20,16 @@ from webdataset.filters import _shuffle
 from models.batch import Batch
 from models.grid import GridConfig
 from trainer.data import split
-from trainer.data.classes import ClassGrouping, UnmappedObjectTypeError
+from trainer.data.classes import ClassGrouping
+from trainer.data.data_errors import FATAL_DATA_ERRORS
 from trainer.data.collate import collate_prepared
 from trainer.data.config import DataConfig
 from trainer.data.prepare import SamplePreparer
-from trainer.data.sample import SchemaVersionError, decode_sample
+from trainer.data.sample import decode_sample
 from trainer.data.shard_read import sample_records
 from trainer.data.voxelize import FrameVoxelizer
 
-_FATAL = (SchemaVersionError, UnmappedObjectTypeError)
+_FATAL = FATAL_DATA_ERRORS
 PASS_KEY = "__pass__"
 RESAMPLED_PASS = 32
 """With ``resampled`` shards, a "pass" (for the no-readable-sample check) is this many draws per shard."""

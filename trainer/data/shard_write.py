@@ -9,6 +9,7 @@ shard can be read on its own.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,13 @@ class FrameClashError(ValueError):
     in characters outside ``[A-Za-z0-9_-]``): storing both under one key would lose one of them."""
 
 
+def temp_name(path: str | Path) -> Path:
+    """Where shard ``path`` is written until it is complete: ``.<name>.partial`` in the same folder
+    (hidden, and matched by no ``*.tar`` glob or shard brace pattern)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.partial")
+
+
 def _digest(points: np.ndarray) -> bytes:
     return hashlib.blake2b(np.ascontiguousarray(points).data, digest_size=16).digest()
 
@@ -35,6 +43,11 @@ class ShardSink:
     Frame records do not count towards ``maxcount``. A shard is created by its first sample (no
     sample, no file). Members are plain ustar with ``mtime`` 0: writing the same samples twice gives
     byte-identical shards.
+
+    Every shard is written under a temporary name (``temp_name``, a hidden ``*.partial`` file next to
+    it) and all of them get their final names in ``close``. Leaving a ``with`` block by an exception
+    (or calling ``abort``) deletes them instead: a failed conversion leaves no shard and no temp file
+    (shards of an earlier conversion under the same names are left as they were).
     """
 
     def __init__(self, pattern: str, *, maxcount: int) -> None:
@@ -44,24 +57,25 @@ class ShardSink:
             raise ValueError(f"maxcount must be >= 1, got {maxcount}")
         self.pattern, self.maxcount = pattern, maxcount
         self.shards: list[str] = []
-        """Shard files written (or being written)."""
+        """Final names of the shards written (or being written); they exist once ``close`` returns."""
         self.samples = 0
         """Sample records written."""
         self.frames = 0
         """Frame records written (a frame used in k shards counts k times)."""
         self._tar: wds.TarWriter | None = None
+        self._committed = 0  # shards[:_committed] have their final names
         self._in_shard = 0
         self._shard_frames: set[str] = set()
         self._digests: dict[str, bytes] = {}  # every frame key seen -> digest of its points
 
     def _next_shard(self) -> None:
-        self.close()
+        self._finish_tar()
         path = self.pattern % len(self.shards)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.shards.append(path)
         # a fixed integer mtime: plain ustar members (tarfile adds a PAX header to every member whose
         # mtime is a float, webdataset's default time.time()) and byte-reproducible shards
-        self._tar = wds.TarWriter(path, mtime=SHARD_MTIME)
-        self.shards.append(path)
+        self._tar = wds.TarWriter(str(temp_name(path)), mtime=SHARD_MTIME)
         self._in_shard = 0
         self._shard_frames = set()
 
@@ -89,14 +103,33 @@ class ShardSink:
         self._in_shard += 1
         self.samples += 1
 
-    def close(self) -> None:
-        """Finish the current shard (the sink can go on writing into a new one)."""
+    def _finish_tar(self) -> None:
         if self._tar is not None:
             self._tar.close()
             self._tar = None
 
+    def close(self) -> None:
+        """Finish the current shard and give every shard written so far its final name (the sink can go
+        on writing into a new one)."""
+        self._finish_tar()
+        for path in self.shards[self._committed:]:
+            os.replace(temp_name(path), path)
+        self._committed = len(self.shards)
+
+    def abort(self) -> None:
+        """Delete the shards not yet given their final names (``close`` commits the others)."""
+        try:
+            self._finish_tar()
+        finally:
+            for path in self.shards[self._committed:]:
+                temp_name(path).unlink(missing_ok=True)
+            del self.shards[self._committed:]
+
     def __enter__(self) -> ShardSink:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -115,6 +115,7 @@ def train_stage(ctx: StageContext, module: TrainingModule) -> tuple[TrainState, 
     if resume_from is not None:
         rt.load_state(resume_from)
         state = TrainState.from_json(resume_from / "train_state.json")
+        ctx.metrics.drop_after(ctx.name, state.step)  # the killed attempt's records past the checkpoint
         if rt.is_main:
             print(f"[{ctx.name}] resumed from {resume_from} at step {state.step}", flush=True)
     stream = BatchStream(ctx.make_epoch, epoch=state.epoch, skip=state.batches_in_epoch)

@@ -23,6 +23,7 @@ from trainer.engine.freezing import apply_freeze, load_initial_weights
 from trainer.engine.loop import StageContext, step_seed, train_stage
 from trainer.engine.metrics_log import MetricsLog
 from trainer.checkpointing.run_dir import CONFIG_FILE, RunDirError, decide_run_dir, resumed_config_changes
+from trainer.checkpointing.run_lock import hold_run_lock
 from trainer.runtime import Runtime
 from trainer.engine.signals import PreemptionWatcher
 from trainer.data.synth.dataset import prepare_synthetic, shard_patterns
@@ -69,6 +70,12 @@ def run_pipeline(cfg: TrainConfig) -> dict[str, Any]:
     rt = Runtime.create(cfg)
     log = (lambda msg: print(msg, flush=True)) if rt.is_main else (lambda msg: None)
     run_dir = decide_run_dir(cfg.run, is_main=rt.is_main, broadcast=rt.broadcast_object)
+    with hold_run_lock(run_dir, is_main=rt.is_main, broadcast=rt.broadcast_object, log=log):
+        return _run_in(cfg, rt, run_dir, log)
+
+
+def _run_in(cfg: TrainConfig, rt: Runtime, run_dir: Path, log: Any) -> dict[str, Any]:
+    """``run_pipeline`` in its decided run directory, whose lock rank 0 holds."""
     cfg = resolve_data(cfg, rt)
     changes = rt.broadcast_object(resumed_config_changes(run_dir, to_yaml(cfg)) if rt.is_main else None)
     if changes:

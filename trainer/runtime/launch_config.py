@@ -46,6 +46,38 @@ def prepare_process_env(engine: str) -> None:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
 
 
+DS_OBJECT_SECTIONS = ("zero_optimization", "bf16", "fp16", "amp", "optimizer", "scheduler", "activation_checkpointing",
+                      "aio", "checkpoint", "comms_logger", "compression_training", "csv_monitor", "data_efficiency",
+                      "elasticity", "flops_profiler", "tensorboard", "wandb")
+"""Sections of a DeepSpeed JSON that must be JSON objects when present."""
+_DS_NUMBERS = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size",
+               "gradient_clipping")
+
+
+def check_deepspeed_types(ds: Any, path: Any) -> None:
+    """Raise ``LaunchConfigError`` naming the key when the DeepSpeed JSON ``ds`` (read from ``path``) has a
+    section or value of the wrong type (``"zero_optimization": 2``, ``"bf16": {"enabled": "yes"}``...)."""
+    def bad(key: str, value: Any, expected: str) -> LaunchConfigError:
+        return LaunchConfigError(f"{path}: '{key}' must be {expected}, got {json.dumps(value)}")
+
+    if not isinstance(ds, dict):
+        raise bad("(top level)", ds, "a JSON object")
+    for key in DS_OBJECT_SECTIONS:
+        if key in ds and not isinstance(ds[key], dict):
+            raise bad(key, ds[key], 'a JSON object (e.g. {"stage": 2} for zero_optimization)')
+    stage = ds.get("zero_optimization", {}).get("stage", 0)
+    if isinstance(stage, bool) or stage not in (0, 1, 2, 3):
+        raise bad("zero_optimization.stage", stage, "0, 1, 2 or 3")
+    for key in ("bf16", "fp16"):
+        enabled = ds.get(key, {}).get("enabled", "auto")
+        if not isinstance(enabled, bool) and enabled not in (None, "auto"):
+            raise bad(f"{key}.enabled", enabled, 'true, false or "auto"')
+    for key in _DS_NUMBERS:
+        value = ds.get(key, "auto")
+        if value != "auto" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise bad(key, value, 'a number or "auto"')
+
+
 def _explicit(flag: Any) -> bool | None:
     return None if flag in (None, "auto") else bool(flag)
 
@@ -57,6 +89,7 @@ def resolve_deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any
         ds = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise LaunchConfigError(f"{path}: not valid JSON: {err}") from err
+    check_deepspeed_types(ds, path)
     zero = ds.setdefault("zero_optimization", {})
     file_stage = zero.get("stage", 0)
     stage = cfg.distributed.zero_stage if cfg.distributed.zero_stage is not None else file_stage
