@@ -68,10 +68,13 @@ def _build_model(cfg: TrainConfig, stage: StageConfig, index: int, prev_weights:
 def run_pipeline(cfg: TrainConfig) -> dict[str, Any]:
     """Run every stage of ``cfg.stages``; returns {stage name: final record}."""
     rt = Runtime.create(cfg)
-    log = (lambda msg: print(msg, flush=True)) if rt.is_main else (lambda msg: None)
-    run_dir = decide_run_dir(cfg.run, is_main=rt.is_main, broadcast=rt.broadcast_object)
-    with hold_run_lock(run_dir, is_main=rt.is_main, broadcast=rt.broadcast_object, log=log):
-        return _run_in(cfg, rt, run_dir, log)
+    try:
+        log = (lambda msg: print(msg, flush=True)) if rt.is_main else (lambda msg: None)
+        run_dir = decide_run_dir(cfg.run, is_main=rt.is_main, broadcast=rt.broadcast_object)
+        with hold_run_lock(run_dir, is_main=rt.is_main, broadcast=rt.broadcast_object, log=log):
+            return _run_in(cfg, rt, run_dir, log)
+    finally:
+        rt.forget()  # however the run ended, the process keeps no Accelerate state or launcher env of it
 
 
 def _run_in(cfg: TrainConfig, rt: Runtime, run_dir: Path, log: Any) -> dict[str, Any]:

@@ -204,9 +204,14 @@ class Runtime:
         this process can ``create`` another runtime with another DeepSpeed config. Accelerate keeps one
         state per process and refuses a second ``Accelerator`` that brings its own DeepSpeed plugin; the
         ZeRO memory bench builds one engine per ZeRO stage, precision and bucket setting in one launch."""
+        self.release()
+        self.forget()
+
+    def forget(self) -> None:
+        """Forget this runtime's Accelerate state and put the launcher's ``ACCELERATE_USE_DEEPSPEED`` back, without
+        touching the engine (safe after any failure: the pipeline calls it however a run ends)."""
         from accelerate.state import AcceleratorState, GradientState
 
-        self.release()
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
         if self.launcher_deepspeed_env is None:
