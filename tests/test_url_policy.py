@@ -75,6 +75,7 @@ def test_the_shard_opener_refuses_without_the_opt_in(tiny_data, tmp_path):
 
 
 def test_preflight_refuses_unless_the_spec_is_opted_in(tiny_data, tmp_path):
+    preflight(load_config(RECIPE, [f"data.train_shards=file://{tiny_data[0]}", f"data.val_shards={tiny_data[1]}"]))
     marker = tmp_path / "marker"
     cfg = load_config(RECIPE, [f"data.train_shards={tiny_data[0]}", f"data.val_shards={touch_then_cat(marker, tiny_data[1])}"])
     with pytest.raises(PreflightError, match="data.val_shards: refusing to open 'pipe:touch"):

@@ -7,7 +7,7 @@ import tarfile
 
 from trainer.config import TrainConfig
 from trainer.data.sample import SCHEMA_VERSION
-from trainer.data.url_policy import check_shard_spec, command_url_scheme
+from trainer.data.url_policy import check_shard_spec, command_url_scheme, local_path
 
 
 class PreflightError(ValueError):
@@ -25,7 +25,7 @@ def _check_shards(spec: str, what: str, *, allow_commands: bool) -> None:
         if command_url_scheme(url) is not None:  # opted in: opening it would run the command now
             continue
         try:
-            with tarfile.open(url) as tar:
+            with tarfile.open(local_path(url)) as tar:
                 member = next((m for m in tar if m.name.endswith(".meta.json")), None)
                 if member is None:
                     raise PreflightError(f"{what}: shard {url} holds no sample (empty or not a TurboTrain shard)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from trainer.checkpointing.run_dir import CONFIG_FILE as SAVED_CONFIG
 from trainer.data.split import expand_shards
@@ -40,6 +41,12 @@ def command_url_scheme(url: str) -> str | None:
         return "-"
     scheme = urlparse(url).scheme
     return None if scheme in LOCAL_SCHEMES else scheme
+
+
+def local_path(url: str) -> str:
+    """The file a local shard URL names (a ``file:`` URL's path, as ``gopen`` opens it; a plain path as is)."""
+    parsed = urlparse(url)
+    return url2pathname(parsed.path) if parsed.scheme == "file" else url
 
 
 def check_shard_urls(urls: Iterable[str], *, what: str, allow_commands: bool) -> None:
