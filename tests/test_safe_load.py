@@ -78,6 +78,9 @@ def test_pickle_files_of_a_folder_by_suffix_or_content(tmp_path):
     (tmp_path / "latest").write_text("pytorch_model")
     assert [p.relative_to(tmp_path).as_posix() for p in engine_pickle_files(tmp_path)] == [
         "pytorch_model/innocent_name", "random_states_0.pkl"]
+    os.mkfifo(tmp_path / "pytorch_model" / "mp_rank_00_model_states.pt")  # could be fed a pickle later
+    with pytest.raises(CheckpointError, match="mp_rank_00_model_states.pt: not a regular file"):
+        check_engine_checkpoint(tmp_path)
 
 
 def test_deepspeed_fp16_loss_scaler_is_allowed():

@@ -151,6 +151,9 @@ def check_engine_checkpoint(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"engine checkpoint folder does not exist: {folder}")
+    odd = sorted(p for p in folder.rglob("*") if not (p.is_file() or p.is_dir()))
+    if odd:  # a FIFO, socket, device or dangling link: its content at load time cannot be checked now
+        raise CheckpointError(f"cannot load {odd[0]}: not a regular file (in the engine checkpoint {folder})")
     files = engine_pickle_files(folder)
     for path in files:
         safe_torch_load(path, allowed=ENGINE_CHECKPOINT_GLOBALS, mmap=True)
