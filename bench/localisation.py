@@ -69,7 +69,7 @@ def summarise(rows: list[tuple], class_names: list[str]) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, required=True, help="run directory, stage folder or exported .pt")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="run directory, stage folder or exported weights")
     parser.add_argument("--stage", default=None)
     parser.add_argument("--radius", type=float, default=1.5, help="match radius (m)")
     parser.add_argument("--score", type=float, default=0.3, help="detections above this score take part")

@@ -3,10 +3,10 @@
 
   python launch/evaluate.py --checkpoint runs/r                          # the run's last stage, its val shards
   python launch/evaluate.py --checkpoint runs/r --stage finetune --out metrics.json
-  python launch/evaluate.py --checkpoint weights.pt --data 'shards/val-{000000..000003}.tar'
+  python launch/evaluate.py --checkpoint weights.safetensors --data 'shards/val-{000000..000003}.tar'
   torchrun --nproc_per_node 2 launch/evaluate.py --checkpoint runs/r data.val_samples=400
 
---checkpoint is exported weights (*.pt), an engine checkpoint folder (any ZeRO stage), a stage folder
+--checkpoint is exported weights (*.safetensors, or a legacy *.pt), an engine checkpoint folder (any ZeRO stage), a stage folder
 (its latest checkpoint) or a run directory (with --stage; default its last stage). The model config
 comes from the exported file or the run's ``config.yaml``; the rest (data, eval settings) from --config,
 else the run's ``config.yaml``, else the default recipe; ``a.b=value`` overrides apply on top.
@@ -15,7 +15,11 @@ Under torchrun / accelerate launch / deepspeed (WORLD_SIZE > 1) every process ev
 shards (gloo on the CPU, NCCL on GPUs) and the records are gathered once; ``data.val_samples`` must then
 be set so that every process reads the same number of batches (repeated samples count once).
 Rank 0 prints the table and writes --out (JSON; NaN metrics are written as null).
-Exit codes: 0 done, 2 bad input (checkpoint, config, data).
+Nothing is unpickled without ``weights_only=True`` (engine checkpoints are checked against an allow-list
+first, see ``trainer.checkpointing.safe_load``). Shard URLs that are not local files (``pipe:``, ``https:``,
+...: webdataset runs a command for them) are refused unless --allow-command-urls is given, and always when
+they come from a run's saved ``config.yaml`` (give them with --data instead).
+Exit codes: 0 done, 2 bad input (checkpoint, config, data, an unsafe file or URL).
 """
 
 from __future__ import annotations
@@ -42,12 +46,15 @@ GATHER_TIMEOUT = timedelta(minutes=30)
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="exported .pt, engine checkpoint folder, stage folder or run directory")
+                        help="exported .safetensors / .pt, engine checkpoint folder, stage folder or run directory")
     parser.add_argument("--stage", default=None, help="stage of a run directory (default: its last stage)")
     parser.add_argument("--data", default=None, help="validation shard pattern (default: the config's val shards)")
     parser.add_argument("--config", type=Path, default=None, help="recipe / run config.yaml (default: the run's)")
     parser.add_argument("--out", type=Path, default=None, help="write the metrics JSON here (rank 0)")
     parser.add_argument("--max-batches", type=int, default=0, help="stop after this many batches per process (0: all)")
+    parser.add_argument("--allow-command-urls", action="store_true",
+                        help="open shard URLs that run a command (pipe:, https:, ...) given by --data, an override "
+                             "or --config; never those of a run's saved config.yaml")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="config overrides a.b=value (e.g. data.val_samples=64)")
     args = parser.parse_args(argv)
@@ -105,6 +112,7 @@ def evaluate(args: argparse.Namespace, *, rank: int, world_size: int) -> tuple[d
     from trainer.checkpointing.checkpoint_io import CheckpointError, inference_device, load_for_inference
     from trainer.data.data_errors import FATAL_DATA_ERRORS, fatal_data_message
     from trainer.data.loader import build_loader
+    from trainer.data.url_policy import allow_command_urls, check_shard_spec, command_urls_permitted
     from trainer.eval.model_eval import evaluate_model
 
     setup = load_for_inference(args.checkpoint, stage=args.stage, config=args.config, overrides=args.overrides)
@@ -113,6 +121,14 @@ def evaluate(args: argparse.Namespace, *, rank: int, world_size: int) -> tuple[d
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, val_shards=args.data))
     if not cfg.data.val_shards:
         raise CheckpointError("no validation data: pass --data or set data.val_shards")
+    given = [*args.overrides, *([f"data.val_shards={args.data}"] if args.data is not None else [])]
+    permitted = command_urls_permitted("data.val_shards", opted_in=args.allow_command_urls,
+                                       config_file=setup.config_file, overrides=given)
+    try:
+        check_shard_spec(cfg.data.val_shards, what="data.val_shards", allow_commands=permitted)
+    except ValueError as err:  # CommandURLError, or a spec naming no shard
+        raise CheckpointError(str(err)) from err
+    allow_command_urls(permitted)
     if world_size > 1 and cfg.data.val_samples is None:
         raise CheckpointError(f"{world_size} processes need data.val_samples=N (every process must read the "
                               f"same number of batches; repeated samples count once)")

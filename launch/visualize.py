@@ -5,10 +5,12 @@
   python launch/visualize.py --checkpoint runs/my_run --out-dir viz        # + predictions, the run's val shards
 
 Without a checkpoint the samples show ground truth only (points by agent, agents, GT boxes and
-futures). With --checkpoint (exported .pt, engine checkpoint folder, stage folder or run directory,
+futures). With --checkpoint (exported .safetensors / .pt, engine checkpoint folder, stage folder or run directory,
 see launch/evaluate.py) the model's decoded detections and predicted trajectories are drawn too;
-the grid and model come from the checkpoint, data from --data or the config's val shards.
-Exit codes: 0 done, 1 no samples in the shards, 2 bad input.
+the grid and model come from the checkpoint, data from --data or the config's val shards. Shard URLs
+that are not local files (``pipe:``, ``https:``, ...) are refused unless --allow-command-urls is given, and
+always when they come from a run's saved ``config.yaml``.
+Exit codes: 0 done, 1 no samples in the shards, 2 bad input (including an unsafe checkpoint or URL).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source.add_argument("--run", type=Path, help="run directory (or metrics.jsonl) to plot training curves of")
     source.add_argument("--data", help="WebDataset shard pattern of samples to draw")
     parser.add_argument("--checkpoint", type=Path,
-                        help="draw this model's predictions too (exported .pt / engine checkpoint / stage / run dir)")
+                        help="draw this model's predictions too (exported weights / engine checkpoint / stage / run dir)")
     parser.add_argument("--stage", default=None, help="stage of a --checkpoint run directory (default: its last)")
     parser.add_argument("--score-threshold", type=float, default=0.3, help="lowest detection score drawn")
     parser.add_argument("--out", type=Path, help="curves PNG path (default: <run>/curves.png)")
@@ -41,6 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gif", action="store_true", help="also write samples.gif with one frame per sample")
     parser.add_argument("--fps", type=float, default=2.0, help="GIF frames per second")
     parser.add_argument("--all-frames", action="store_true", help="draw every history frame's points")
+    parser.add_argument("--allow-command-urls", action="store_true",
+                        help="open shard URLs that run a command (pipe:, https:, ...), not from a saved config.yaml")
     parser.add_argument("--pixels-per-metre", type=float, default=12.5, help="scene resolution (12.5: 800 px for 64 m)")
     parser.add_argument("overrides", nargs="*", help="config overrides a.b=value (with --data / --checkpoint)")
     args = parser.parse_args(argv)
@@ -54,20 +58,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def samples_setup(args: argparse.Namespace) -> tuple[Any, Any]:
-    """(config, predict or None) of the --data / --checkpoint modes; raises ValueError on bad input."""
+    """(config, predict or None) of the --data / --checkpoint modes; raises ValueError on bad input
+    (``CommandURLError`` for a shard URL that would run a command without the opt-in)."""
     from trainer.config_io import load_config
+    from trainer.data.url_policy import allow_command_urls, check_shard_spec, command_urls_permitted
 
     overrides = [*args.overrides, "data.val_samples=null", "data.num_workers=0"]
     if args.data is not None:
         overrides.append(f"data.val_shards={args.data}")
+    predict = None
     if args.checkpoint is None:
-        return load_config(args.config, overrides), None
-    from trainer.checkpointing.checkpoint_io import inference_device, load_for_inference, make_predictor
+        cfg, config_file = load_config(args.config, overrides), args.config
+    else:
+        from trainer.checkpointing.checkpoint_io import inference_device, load_for_inference, make_predictor
 
-    setup = load_for_inference(args.checkpoint, stage=args.stage, config=args.config, overrides=overrides)
-    predict = make_predictor(setup.model, stage=setup.stage, device=inference_device(),
-                             score_threshold=args.score_threshold)
-    return setup.cfg, predict
+        setup = load_for_inference(args.checkpoint, stage=args.stage, config=args.config, overrides=overrides)
+        predict = make_predictor(setup.model, stage=setup.stage, device=inference_device(),
+                                 score_threshold=args.score_threshold)
+        cfg, config_file = setup.cfg, setup.config_file
+    if cfg.data.val_shards:
+        permitted = command_urls_permitted("data.val_shards", opted_in=args.allow_command_urls,
+                                           config_file=config_file, overrides=overrides)  # --data is one
+        check_shard_spec(cfg.data.val_shards, what="data.val_shards", allow_commands=permitted)
+        allow_command_urls(permitted)
+    return cfg, predict
 
 
 def draw_samples(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from tests.batch_factory import make_batch
 from trainer.checkpointing.checkpoint_io import (CheckpointError, ResolvedCheckpoint, load_for_inference, load_plain_model,
                                    make_predictor, resolve_checkpoint)
 from trainer.config_io import load_config, to_yaml
-from trainer.checkpointing.export import export_weights
+from trainer.checkpointing.export import export_weights, read_exported
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "turbotrain.yaml"  # two stages: pretrain, finetune
@@ -69,10 +69,11 @@ def test_resolves_every_layout(run_dir):
     assert resolve_checkpoint(run_dir / "pretrain") == expected
     assert resolve_checkpoint(run_dir / "pretrain" / "checkpoints") == expected
     assert resolve_checkpoint(run_dir, stage="pretrain") == expected
-    final = run_dir / "pretrain" / "final.pt"
-    final.write_bytes(b"")
-    assert resolve_checkpoint(final) == ResolvedCheckpoint(kind="exported", path=final, run_dir=run_dir,
-                                                           stage="pretrain")
+    for name in ("final.safetensors", "final.pt"):  # the current export and a legacy one
+        final = run_dir / "pretrain" / name
+        final.write_bytes(b"")
+        assert resolve_checkpoint(final) == ResolvedCheckpoint(kind="exported", path=final, run_dir=run_dir,
+                                                               stage="pretrain")
 
 
 def test_outside_a_run_layout_there_is_no_run_or_stage(tmp_path):
@@ -130,7 +131,8 @@ def test_engine_checkpoint_of_another_model_shape_fails_clearly(run_dir):
 
 def test_exported_weights_bring_their_model_config(tmp_path, run_dir, cfg, weights):
     """A loose exported file (no run around it) loads with the default recipe but its own model section."""
-    out = export_weights(run_dir / "pretrain" / "checkpoints" / "step_000002", tmp_path / "w.pt", cfg.model)
+    out = export_weights(run_dir / "pretrain" / "checkpoints" / "step_000002", tmp_path / "w.safetensors",
+                         cfg.model)
     setup = load_for_inference(out)
     assert setup.resolved.kind == "exported" and setup.stage is None
     assert setup.cfg.model == cfg.model and setup.cfg.model.encoder == "pillars"
@@ -162,7 +164,7 @@ def test_predictor_gives_one_cpu_detection_list_per_scene(cfg):
         make_predictor(model, score_threshold=1.5)
 
 
-@pytest.mark.parametrize("tool, extra", [("export", ["--out", "w.pt"]), ("evaluate", [])])
+@pytest.mark.parametrize("tool, extra", [("export", ["--out", "w.safetensors"]), ("evaluate", [])])
 def test_cli_bad_checkpoint_exits_2(tool, extra, tmp_path, capsys):
     main = launch_module(tool).main
     assert main(["--checkpoint", str(tmp_path / "nothing"), *extra]) == 2
@@ -181,21 +183,24 @@ def test_evaluate_cli_corrupt_weights_exit_2(content, tmp_path, capsys):
 def test_export_cli_refuses_exported_weights_and_loose_engine_folders(tmp_path, weights, capsys):
     export = launch_module("export").main
     (tmp_path / "w.pt").write_bytes(b"")
-    assert export(["--checkpoint", str(tmp_path / "w.pt"), "--out", str(tmp_path / "o.pt")]) == 2
+    out = tmp_path / "o.safetensors"
+    assert export(["--checkpoint", str(tmp_path / "w.pt"), "--out", str(out)]) == 2
     assert "already exported" in capsys.readouterr().err
     folder = _engine_folder(tmp_path / "loose", "step_000001", weights)
-    assert export(["--checkpoint", str(folder), "--out", str(tmp_path / "o.pt")]) == 2
+    assert export(["--checkpoint", str(folder), "--out", str(out)]) == 2
     assert "pass --config" in capsys.readouterr().err
-    assert not (tmp_path / "o.pt").exists()
+    assert not out.exists()
 
 
 def test_export_cli_from_a_plain_engine_checkpoint(run_dir, tmp_path, weights, capsys):
     export = launch_module("export").main
-    out = tmp_path / "out" / "w.pt"
+    out = tmp_path / "out" / "w.safetensors"
     assert export(["--checkpoint", str(run_dir), "--stage", "pretrain", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert f"{len(weights)} tensors" in printed and "(stage pretrain)" in printed
-    payload = torch.load(out, weights_only=False)
+    assert export(["--checkpoint", str(run_dir), "--stage", "pretrain", "--out", str(tmp_path / "w.pt")]) == 2
+    assert "--out must name a .safetensors file" in capsys.readouterr().err
+    payload = read_exported(out)
     assert all(torch.equal(payload["model"][k], weights[k]) for k in weights)
     assert payload["model_config"]["encoder"] == "pillars"
 

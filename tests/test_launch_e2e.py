@@ -13,6 +13,7 @@ from PIL import Image
 
 from tests.test_launch_checkpoint_io import launch_module
 from tests.train_harness import REPO, base_overrides, env, free_port, run_train
+from trainer.checkpointing.export import read_exported
 from trainer.data.shard_read import read_samples
 from trainer.data.shard_write import ShardSink
 
@@ -26,7 +27,7 @@ METRIC_KEYS = [f"AP@{t}{c}" for t in ("0.3", "0.5", "0.7") for c in ("", "/vehic
 
 @pytest.fixture(scope="module")
 def run(tiny_data, tmp_path_factory) -> Path:
-    """A 2-step multitask run (DeepSpeed engine, one process): config.yaml, finetune/{final.pt, checkpoints/}."""
+    """A 2-step multitask run (DeepSpeed engine, one process): config.yaml, finetune/{final.safetensors, checkpoints/}."""
     run_dir = tmp_path_factory.mktemp("launch") / "run"
     result = run_train("python", 1, ["--config", "recipes/multitask.yaml", *base_overrides(*tiny_data, run_dir, steps=2),
                                      "stages.finetune.evaluate=false"])
@@ -56,11 +57,11 @@ def one_process_eval(run, two_val_shards, tmp_path_factory) -> dict:
 
 def test_export_from_engine_checkpoint_equals_stage_final(run, tmp_path, capsys):
     engine = run / "finetune" / "checkpoints" / "step_000002"
-    out = tmp_path / "w.pt"
+    out = tmp_path / "w.safetensors"
     assert launch_module("export").main(["--checkpoint", str(engine), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    exported = torch.load(out, weights_only=False)
-    final = torch.load(run / "finetune" / "final.pt", weights_only=False)
+    exported = read_exported(out)
+    final = read_exported(run / "finetune" / "final.safetensors")
     assert exported["model_config"] == final["model_config"]
     assert exported["model"].keys() == final["model"].keys()
     for name, tensor in final["model"].items():
@@ -81,7 +82,7 @@ def test_evaluate_one_process_writes_every_metric(one_process_eval, run, capsys)
 
 def test_evaluate_exported_weights_matches_engine_checkpoint(one_process_eval, run, two_val_shards, tmp_path, capsys):
     out = tmp_path / "m.json"
-    assert launch_module("evaluate").main(["--checkpoint", str(run / "finetune" / "final.pt"), "--data",
+    assert launch_module("evaluate").main(["--checkpoint", str(run / "finetune" / "final.safetensors"), "--data",
                                            two_val_shards, "--out", str(out), *EVAL_OVERRIDES]) == 0
     printed = capsys.readouterr().out
     assert "AP (%)" in printed and "minADE" in printed  # format_table
@@ -109,7 +110,7 @@ def test_evaluate_two_processes_one_rank_without_data_fails_on_both_without_hang
     """Rank 1's only shard is missing: it fails before the gather, tells rank 0 through it, both exit 2."""
     shards = f"{tiny_data[1]},{tmp_path / 'missing-000001.tar'}"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           str(REPO / "launch" / "evaluate.py"), "--checkpoint", str(run / "finetune" / "final.pt"), "--data", shards,
+           str(REPO / "launch" / "evaluate.py"), "--checkpoint", str(run / "finetune" / "final.safetensors"), "--data", shards,
            "data.val_samples=4"]
     result = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=240)
     assert result.returncode != 0
@@ -121,7 +122,7 @@ def test_evaluate_two_processes_one_rank_without_data_fails_on_both_without_hang
 @pytest.mark.filterwarnings("ignore:skipping corrupt data:RuntimeWarning")  # the missing shard
 def test_evaluate_bad_data_and_config_exit_2(run, tmp_path, capsys):
     evaluate = launch_module("evaluate").main
-    final = str(run / "finetune" / "final.pt")
+    final = str(run / "finetune" / "final.safetensors")
     assert evaluate(["--checkpoint", final, "--data", str(tmp_path / "missing-000000.tar")]) == 2
     assert "missing-000000.tar" in capsys.readouterr().err
     assert evaluate(["--checkpoint", final, "--config", str(tmp_path / "nope.yaml")]) == 2

@@ -10,6 +10,7 @@ import torch
 from models.config import model_config
 from models.v2x_model import V2XModel
 from tests.train_harness import base_overrides, run_train
+from trainer.checkpointing.export import read_exported
 from trainer.config_io import load_config
 from trainer.engine.freezing import apply_freeze
 from trainer.engine.metrics_log import read_metrics
@@ -81,9 +82,9 @@ def test_short_stage1_run_lowers_reconstruction_loss_and_feeds_stage2(tiny_data,
     from trainer.engine.freezing import load_initial_weights
 
     model = V2XModel(load_config("recipes/multitask.yaml").model)
-    report = load_initial_weights(model, run / "pretrain" / "final.pt", skip=["recon_head"])
+    report = load_initial_weights(model, run / "pretrain" / "final.safetensors", skip=["recon_head"])
     assert {n.split(".")[0] for n in report["discarded"]} == {"recon_head"}
-    state = torch.load(run / "pretrain" / "final.pt", weights_only=False)["model"]
+    state = read_exported(run / "pretrain" / "final.safetensors")["model"]
     for name, tensor in model.state_dict().items():
         if name.startswith(("encoder.", "temporal.", "agent_fusion.", "spatial.")):
             assert torch.equal(tensor, state[name]), name

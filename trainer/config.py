@@ -187,7 +187,8 @@ class StageConfig:
     """Peak learning rate of this stage (None = optim.lr)."""
     init_from: str = ""
     """Weights to start from: ``""`` (fresh), ``previous`` (the previous stage's exported weights) or a
-    path to exported weights (``*.pt``). This is initialisation, not resuming."""
+    path to exported weights (``*.safetensors``, or a ``*.pt`` of an earlier version, loaded with
+    ``weights_only=True``). This is initialisation, not resuming."""
     freeze: list[str] = field(default_factory=list)
     """Module-name prefixes of the model frozen in this stage (e.g. ``encoder``, ``det_head``)."""
     single_agent: bool = False

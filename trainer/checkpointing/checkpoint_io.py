@@ -1,14 +1,15 @@
-"""Resolve what a user points at (run dir / stage dir / engine checkpoint / exported ``.pt``) and load it.
+"""Resolve what a user points at (run dir / stage dir / engine checkpoint / exported weights) and load it.
 
 Run directory layout (see ``trainer.engine.pipeline``)::
 
     <run>/config.yaml                               resolved config of the run
-    <run>/<stage>/final.pt                          exported fp32 weights ({"model", "model_config"})
+    <run>/<stage>/final.safetensors                 exported fp32 weights (model config in its metadata)
     <run>/<stage>/checkpoints/latest.json           pointer -> step_XXXXXX/
     <run>/<stage>/checkpoints/step_XXXXXX/          engine checkpoint (pytorch_model/ or pytorch_model.bin)
 
 Every failure is a :class:`CheckpointError` whose message names the path at fault, so command-line
-tools can print it and exit 2.
+tools can print it and exit 2. Nothing is unpickled without ``weights_only=True``: engine checkpoints are
+checked by ``trainer.checkpointing.safe_load.check_engine_checkpoint`` before DeepSpeed reads them.
 """
 
 from __future__ import annotations
@@ -29,17 +30,15 @@ from models.v2x_model import V2XModel
 from trainer.checkpointing.checkpoint import POINTER, latest_checkpoint
 from trainer.config import StageConfig, TrainConfig
 from trainer.config_io import ConfigError, load_config
-from trainer.checkpointing.export import DS_TAG, load_exported, model_state_from_checkpoint
+from trainer.checkpointing.export import DS_TAG, EXPORTED_SUFFIXES, load_exported, model_state_from_checkpoint
+from trainer.checkpointing.safe_load import CheckpointError
 from trainer.eval.model_eval import predict_scenes
 from trainer.checkpointing.run_dir import CONFIG_FILE as RUN_CONFIG
 
 CHECKPOINTS = "checkpoints"
 ENGINE_MARKERS = (DS_TAG, "pytorch_model.bin", "model.safetensors")
 KINDS = ("exported", "engine")
-
-
-class CheckpointError(ValueError):
-    """A path that is not a TurboTrain run / stage / checkpoint, or one that cannot be loaded."""
+_EXPORTED = " / ".join(f"*{suffix}" for suffix in EXPORTED_SUFFIXES)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,10 +46,10 @@ class ResolvedCheckpoint:
     """Where the weights are and what the run layout around them says."""
 
     kind: str
-    """``exported`` (a ``.pt`` written by ``trainer.checkpointing.export.export_weights``) or ``engine`` (an
-    Accelerate / DeepSpeed checkpoint folder of any ZeRO stage)."""
+    """``exported`` (a ``.safetensors`` written by ``trainer.checkpointing.export.export_weights``, or a legacy
+    ``.pt`` export) or ``engine`` (an Accelerate / DeepSpeed checkpoint folder of any ZeRO stage)."""
     path: Path
-    """The ``.pt`` file or the engine checkpoint folder."""
+    """The exported weights file or the engine checkpoint folder."""
     run_dir: Path | None = None
     """The run directory holding ``config.yaml``, when the layout shows one."""
     stage: str | None = None
@@ -94,7 +93,7 @@ def run_stage_names(run_dir: Path) -> list[str]:
 
 
 def resolve_checkpoint(path: str | Path, *, stage: str | None = None) -> ResolvedCheckpoint:
-    """What ``path`` is: an exported ``.pt``, an engine checkpoint folder, a stage folder (its latest
+    """What ``path`` is: exported weights (``.safetensors``, legacy ``.pt``), an engine checkpoint folder, a stage folder (its latest
     checkpoint), a stage's ``checkpoints/`` folder, or a run directory (``stage``, default its last stage).
 
     ``stage`` is only meaningful with a run directory; anything else raises :class:`CheckpointError`.
@@ -106,8 +105,8 @@ def resolve_checkpoint(path: str | Path, *, stage: str | None = None) -> Resolve
     if stage is not None and not is_run:
         raise CheckpointError(f"--stage {stage} needs a run directory (with {RUN_CONFIG}); {path} is not one")
     if path.is_file():
-        if path.suffix != ".pt":
-            raise CheckpointError(f"{path} is a file but not exported weights (*.pt)")
+        if path.suffix not in EXPORTED_SUFFIXES:
+            raise CheckpointError(f"{path} is a file but not exported weights ({_EXPORTED})")
         stage_dir = path.parent
         run_dir = _run_of(stage_dir)
         return ResolvedCheckpoint(kind="exported", path=path, run_dir=run_dir,
@@ -131,7 +130,7 @@ def resolve_checkpoint(path: str | Path, *, stage: str | None = None) -> Resolve
             raise CheckpointError(f"{path}: stage {chosen!r} has not started (stages with checkpoints: "
                                   f"{', '.join(done) or 'none'}; pick one with --stage)")
         return _stage_checkpoint(path / chosen)
-    raise CheckpointError(f"{path} is none of: exported weights (*.pt), an engine checkpoint folder "
+    raise CheckpointError(f"{path} is none of: exported weights ({_EXPORTED}), an engine checkpoint folder "
                           f"({' / '.join(ENGINE_MARKERS)}), a stage folder ({CHECKPOINTS}/{POINTER}), "
                           f"a run directory ({RUN_CONFIG})")
 
@@ -190,6 +189,8 @@ class InferenceSetup:
     """The run's config (or the given / default recipe) with ``model`` set to the checkpoint's model config."""
     resolved: ResolvedCheckpoint
     """Where the weights came from."""
+    config_file: Path | None = None
+    """The config file the settings were read from (None: the default recipe)."""
 
     @property
     def stage(self) -> StageConfig | None:
@@ -208,6 +209,7 @@ def load_for_inference(path: str | Path, *, stage: str | None = None, config: st
     """
     resolved = resolve_checkpoint(path, stage=stage)
     cfg = resolve_config(resolved, config, overrides)
+    config_file = (Path(config) if config is not None else resolved.run_config) if cfg is not None else None
     if cfg is None and resolved.kind == "exported":
         try:
             cfg = load_config(None, overrides)
@@ -222,7 +224,7 @@ def load_for_inference(path: str | Path, *, stage: str | None = None, config: st
         cfg = dataclasses.replace(cfg, model=model.config)
     except ValueError as err:
         raise CheckpointError(f"{resolved.path}: the checkpoint's model does not fit the config: {err}") from err
-    return InferenceSetup(model=model, cfg=cfg, resolved=resolved)
+    return InferenceSetup(model=model, cfg=cfg, resolved=resolved, config_file=config_file)
 
 
 def inference_device() -> torch.device:

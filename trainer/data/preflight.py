@@ -6,23 +6,26 @@ import json
 import tarfile
 
 from trainer.config import TrainConfig
-from trainer.data import split
 from trainer.data.sample import SCHEMA_VERSION
+from trainer.data.url_policy import check_shard_spec, command_url_scheme, local_path
 
 
 class PreflightError(ValueError):
     """An input that would make training fail later (or silently train on nothing)."""
 
 
-def _check_shards(spec: str, what: str) -> None:
-    urls = split.expand_shards(spec)
+def _check_shards(spec: str, what: str, *, allow_commands: bool) -> None:
+    try:
+        urls = check_shard_spec(spec, what=what, allow_commands=allow_commands)
+    except ValueError as err:  # CommandURLError, or a spec naming no shard
+        raise PreflightError(str(err)) from err
     if not urls:
         raise PreflightError(f"{what} matches no shard: {spec!r}")
     for url in urls:
-        if "://" in url or url.startswith("pipe:"):
+        if command_url_scheme(url) is not None:  # opted in: opening it would run the command now
             continue
         try:
-            with tarfile.open(url) as tar:
+            with tarfile.open(local_path(url)) as tar:
                 member = next((m for m in tar if m.name.endswith(".meta.json")), None)
                 if member is None:
                     raise PreflightError(f"{what}: shard {url} holds no sample (empty or not a TurboTrain shard)")
@@ -36,11 +39,16 @@ def _check_shards(spec: str, what: str) -> None:
                                  f"TurboTrain reads version {SCHEMA_VERSION}; re-convert it with trainer.data.convert")
 
 
-def preflight(cfg: TrainConfig) -> None:
-    """Shards exist, are non-empty and of our schema version; the DeepSpeed JSON exists."""
+def preflight(cfg: TrainConfig, *, command_urls: frozenset[str] = frozenset()) -> None:
+    """Shards exist, are non-empty and of our schema version; the DeepSpeed JSON exists.
+
+    Shard URLs that would run a command are refused except in the specs named in ``command_urls``
+    (``data.train_shards`` / ``data.val_shards``, opted in on the command line; see
+    ``trainer.data.url_policy``); those are not opened here.
+    """
     for spec, what in ((cfg.data.train_shards, "data.train_shards"), (cfg.data.val_shards, "data.val_shards")):
         if spec:
-            _check_shards(spec, what)
+            _check_shards(spec, what, allow_commands=what in command_urls)
         elif not cfg.synthetic.enabled:
             raise PreflightError(f"{what} is empty and synthetic.enabled=false: nothing to train on")
     if cfg.distributed.engine == "deepspeed":

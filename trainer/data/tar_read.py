@@ -10,7 +10,8 @@ three times as long (``bench/loader.py`` measures the loader as a whole). Non-se
 Records are grouped shard by shard (``shard_groups``), as webdataset's end-of-shard marker does in
 one stream. Errors go to ``handler`` as in webdataset: a bad member is reported and the shard goes
 on; a shard that cannot be opened or read further is reported and the next shard is read. A
-handler that returns False stops the stream.
+handler that returns False stops the stream. A URL that would run a command (``pipe:``, ``https:``, ...)
+raises ``trainer.data.url_policy.CommandURLError`` before it is opened, without the user's opt-in.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import tarfile
 from collections.abc import Callable, Iterable, Iterator
 
 from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
+
+from trainer.data.url_policy import check_shard_urls, command_urls_allowed
 
 _META = re.compile(r"__[^/]*__($|/)")  # webdataset's skip_meta: members such as __index__ are not data
 
@@ -76,12 +79,19 @@ class _StopWatch:
         return go_on
 
 
+def _checked(urls: Iterable[dict]) -> Iterator[dict]:
+    """``urls`` as they are, each refused (raised, not handled) when it would run a command without opt-in."""
+    for source in urls:
+        check_shard_urls([source["url"]], what="shard", allow_commands=command_urls_allowed())
+        yield source
+
+
 def shard_groups(urls: Iterable[dict], handler: Handler) -> Iterator[Iterator[dict]]:
     """``{"url": ...}`` dicts -> one iterator of records per shard read (exhaust each before asking
     for the next), skipping (through ``handler``) what is corrupt. A shard named twice in a row is
     two groups, so a reader can keep per-shard state."""
     watch = _StopWatch(handler)
-    for source in url_opener(urls, handler=watch):
+    for source in url_opener(_checked(urls), handler=watch):
         yield group_by_keys(shard_members([source], watch), handler=watch)
         if watch.stopped:
             return

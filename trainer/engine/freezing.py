@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import nn
+
+from trainer.checkpointing.export import read_exported
+from trainer.checkpointing.safe_load import CheckpointError
 
 
 def apply_freeze(model: nn.Module, prefixes: list[str]) -> list[str]:
@@ -29,14 +31,16 @@ def apply_freeze(model: nn.Module, prefixes: list[str]) -> list[str]:
 
 
 def load_initial_weights(model: nn.Module, path: Path, *, skip: list[str]) -> dict[str, list[str]]:
-    """Load exported weights (``launch/export.py`` / a stage's ``final.pt``) into ``model``.
+    """Load exported weights (``launch/export.py`` / a stage's ``final.safetensors``, or a legacy ``.pt``
+    export or state dict, read with ``weights_only=True``) into ``model``.
 
     Tensors under the ``skip`` prefixes (e.g. the stage-1 reconstruction decoder) are discarded.
     Returns ``{"loaded", "discarded", "missing"}`` parameter names for the log. A shape mismatch is an
-    error naming the tensor.
+    error naming the tensor. Every failure is a ``CheckpointError`` naming ``path`` (training exits 2).
     """
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    state = payload["model"] if isinstance(payload, dict) and "model" in payload else payload
+    if not Path(path).is_file():
+        raise CheckpointError(f"init_from weights not found: {path}")
+    state = read_exported(Path(path))["model"]
     own = model.state_dict()
     loaded, discarded = {}, []
     for name, tensor in state.items():
@@ -44,7 +48,7 @@ def load_initial_weights(model: nn.Module, path: Path, *, skip: list[str]) -> di
             discarded.append(name)
             continue
         if own[name].shape != tensor.shape:
-            raise ValueError(f"{path}: tensor {name} has shape {tuple(tensor.shape)}, model expects "
+            raise CheckpointError(f"{path}: tensor {name} has shape {tuple(tensor.shape)}, model expects "
                              f"{tuple(own[name].shape)} (different model config?)")
         loaded[name] = tensor
     model.load_state_dict(loaded, strict=False)

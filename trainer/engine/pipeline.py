@@ -17,7 +17,7 @@ from trainer.config_io import to_yaml
 from trainer.data.loader import build_loader
 from trainer.eval.table import format_table
 from trainer.eval.model_eval import evaluate_model, inner_model
-from trainer.checkpointing.export import export_weights
+from trainer.checkpointing.export import FINAL_WEIGHTS, export_weights, final_weights
 from trainer.engine.faults import FaultInjector
 from trainer.engine.freezing import apply_freeze, load_initial_weights
 from trainer.engine.loop import StageContext, step_seed, train_stage
@@ -29,7 +29,6 @@ from trainer.engine.signals import PreemptionWatcher
 from trainer.data.synth.dataset import prepare_synthetic, shard_patterns
 from trainer.engine.train_module import TrainingModule
 
-FINAL_WEIGHTS = "final.pt"
 FINAL_RECORD = "final.json"
 
 
@@ -105,7 +104,7 @@ def _run_in(cfg: TrainConfig, rt: Runtime, run_dir: Path, log: Any) -> dict[str,
             record_path = stage_dir / FINAL_RECORD
             if record_path.exists():
                 results[name] = json.loads(record_path.read_text())
-                prev_weights = stage_dir / FINAL_WEIGHTS
+                prev_weights = final_weights(stage_dir)
                 log(f"[{name}] already complete, skipping")
                 continue
             if rt.is_main:

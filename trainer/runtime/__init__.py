@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from models.parallelize import externally_used_parameters
+from trainer.checkpointing.safe_load import check_engine_checkpoint
 from trainer.config import TrainConfig
 from trainer.runtime import process_group
 from trainer.runtime.launch_config import (
@@ -193,6 +194,9 @@ class Runtime:
         self.accelerator.save_state(str(path), safe_serialization=False)
 
     def load_state(self, path: Path) -> None:
+        """Resume from ``path`` after ``check_engine_checkpoint`` (DeepSpeed unpickles with ``weights_only=False``;
+        a file naming a global outside the allow-list raises ``UnsafeCheckpointError`` before it is read)."""
+        check_engine_checkpoint(path)
         self.accelerator.load_state(str(path))
 
     def release(self) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from trainer.config import TrainConfig
 from trainer.data.loader import build_loader
-from trainer.checkpointing.export import load_exported
+from trainer.checkpointing.export import final_weights, load_exported
 from trainer.viz.bev import BevPlotConfig
 from trainer.viz.curves import plot_training_curves
 from trainer.viz.samples import render_samples
@@ -27,7 +27,7 @@ def write_run_pictures(run_dir: Path, cfg: TrainConfig, *, num_samples: int) -> 
     if not detecting or num_samples < 1:
         return written
     name = detecting[-1]
-    model, _ = load_exported(run_dir / name / "final.pt")
+    model, _ = load_exported(final_weights(run_dir / name))
     predict = make_predictor(model, stage=cfg.stages[name], score_threshold=cfg.eval.pred_score_threshold)
     loader = build_loader(cfg.data, cfg.model.grid, split="val", rank=0, world_size=1, seed=cfg.run.seed)
     plot = BevPlotConfig(score_threshold=cfg.eval.pred_score_threshold)
