@@ -4,6 +4,7 @@ import pytest
 from webdataset.handlers import reraise_exception
 from webdataset.tariterators import tarfile_samples
 
+from trainer.data import url_policy
 from trainer.data.config import ConvertConfig
 from trainer.data.convert import convert
 from tests.opencood_fixtures import write_toy_scenario
@@ -31,7 +32,15 @@ def shards(tmp_path_factory):
     return summary.shards
 
 
-def test_records_equal_webdatasets_for_local_and_piped_shards(shards):
+@pytest.fixture
+def command_urls_opted_in():
+    """As ``--allow-command-urls`` on the command line does (the piped shard below is a command URL)."""
+    url_policy.allow_command_urls(True)
+    yield
+    url_policy.allow_command_urls(False)
+
+
+def test_records_equal_webdatasets_for_local_and_piped_shards(shards, command_urls_opted_in):
     expected = list(tarfile_samples([{"url": u} for u in shards], handler=reraise_exception))
     local = list(shard_records([{"url": u} for u in shards], handler=reraise_exception))
     piped = list(shard_records([{"url": f"pipe:cat {u}"} for u in shards], handler=reraise_exception))  # not seekable

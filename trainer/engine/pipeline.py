@@ -73,7 +73,7 @@ def run_pipeline(cfg: TrainConfig) -> dict[str, Any]:
         with hold_run_lock(run_dir, is_main=rt.is_main, broadcast=rt.broadcast_object, log=log):
             return _run_in(cfg, rt, run_dir, log)
     finally:
-        rt.forget()  # however the run ended, the process keeps no Accelerate state or launcher env of it
+        rt.restore_launcher_env()  # however the run ended
 
 
 def _run_in(cfg: TrainConfig, rt: Runtime, run_dir: Path, log: Any) -> dict[str, Any]:

@@ -212,12 +212,16 @@ class Runtime:
         self.forget()
 
     def forget(self) -> None:
-        """Forget this runtime's Accelerate state and put the launcher's ``ACCELERATE_USE_DEEPSPEED`` back, without
-        touching the engine (safe after any failure: the pipeline calls it however a run ends)."""
+        """Forget this runtime's Accelerate state, then :meth:`restore_launcher_env`, without touching the engine."""
         from accelerate.state import AcceleratorState, GradientState
 
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
+        self.restore_launcher_env()
+
+    def restore_launcher_env(self) -> None:
+        """Put ``ACCELERATE_USE_DEEPSPEED`` back as the launcher set it (the Accelerator sets it for DeepSpeed), so a
+        later plain-engine run in this process is not mistaken for a DeepSpeed launch. Safe after any failure."""
         if self.launcher_deepspeed_env is None:
             os.environ.pop("ACCELERATE_USE_DEEPSPEED", None)
         else:
