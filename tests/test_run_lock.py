@@ -190,3 +190,35 @@ def test_an_unexpected_failure_of_rank_0_still_reaches_the_other_ranks(tmp_path,
     with pytest.raises(RunLockError, match="rank 0 failed to lock .*disk on fire"):
         with hold_run_lock(tmp_path, is_main=False, broadcast=lambda obj: sent[0]):
             pass
+
+
+@pytest.mark.slow
+def test_two_real_training_runs_on_one_run_dir(tiny_data, tmp_path):
+    """The first ``launch/train.py`` holds the directory (its data stalled, so it stays mid-run); a second one on
+    the same ``run.dir`` exits 2 naming it and leaves the first's metrics and checkpoints alone."""
+    import signal
+    import time
+
+    from tests.train_harness import TRAIN
+
+    run = tmp_path / "run"
+    args = [TRAIN, *RECIPE, *base_overrides(*tiny_data, run, steps=4), "loop.checkpoint_every=1"]
+    first = subprocess.Popen([sys.executable, *args, "faults.stall_at_step=2"], cwd=REPO, env=env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (run / ".fault-stall").exists():
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "the first run never reached the stall"
+            time.sleep(0.2)
+        metrics_before = (run / "metrics.jsonl").read_text()
+        second = subprocess.run([sys.executable, *args], cwd=REPO, env=env(), capture_output=True, text=True,
+                                timeout=300)
+        assert second.returncode == EXIT_BAD_INPUT, second.stderr[-3000:]
+        assert f"pid {first.pid}" in second.stderr and str(run / LOCK_FILE) in second.stderr
+        assert (run / "metrics.jsonl").read_text() == metrics_before
+        assert read_owner(run / LOCK_FILE).pid == first.pid
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
+    assert first.returncode == 75 and not (run / LOCK_FILE).exists()
