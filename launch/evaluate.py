@@ -111,7 +111,7 @@ def evaluate(args: argparse.Namespace, *, rank: int, world_size: int) -> tuple[d
     """
     from trainer.checkpointing.checkpoint_io import CheckpointError, inference_device, load_for_inference
     from trainer.data.data_errors import FATAL_DATA_ERRORS, fatal_data_message
-    from trainer.data.loader import build_loader
+    from trainer.data.loader import NoReadableSampleError, build_loader
     from trainer.data.url_policy import allow_command_urls, check_shard_spec, command_urls_permitted
     from trainer.eval.model_eval import evaluate_model
 
@@ -143,12 +143,8 @@ def evaluate(args: argparse.Namespace, *, rank: int, world_size: int) -> tuple[d
         try:
             metrics = evaluate_model(setup.model.to(device), batches, cfg, device=device, stage=setup.stage,
                                      gather=gather, max_batches=args.max_batches)
-        except FATAL_DATA_ERRORS as err:  # possibly from a DataLoader worker
+        except (*FATAL_DATA_ERRORS, NoReadableSampleError) as err:  # possibly from a DataLoader worker
             raise CheckpointError(f"data: {fatal_data_message(err)}") from err
-        except RuntimeError as err:
-            if "no readable sample" in str(err):
-                raise CheckpointError(f"data {cfg.data.val_shards}: {err}") from err
-            raise
     except Exception as err:
         if gather is not None and not gather.entered:  # failed before the gather: release the waiting peers
             from trainer.runtime.process_group import gather_objects
