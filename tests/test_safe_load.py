@@ -12,15 +12,14 @@ import pytest
 import torch
 
 from models.v2x_model import V2XModel
-from tests.test_launch_checkpoint_io import _engine_folder, launch_module
+from tests.test_launch_checkpoint_io import _engine_folder, cfg, launch_module, weights  # noqa: F401 (fixtures)
 from tests.train_harness import base_overrides, run_train
 from trainer.checkpointing.export import export_weights, final_weights, load_exported, read_exported
 from trainer.checkpointing.safe_load import (ENGINE_CHECKPOINT_GLOBALS, CheckpointError, UnsafeCheckpointError,
                                              check_engine_checkpoint, engine_pickle_files, safe_torch_load)
-from trainer.config_io import load_config, to_yaml
+from trainer.config_io import to_yaml
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "turbotrain.yaml"
 
 
 class Payload:
@@ -38,17 +37,6 @@ def crafted(path: Path, marker: Path, payload=None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(payload(Payload(marker)) if payload else {"model": {}, "evil": Payload(marker)}, path)
     return path
-
-
-@pytest.fixture(scope="module")
-def cfg():
-    return load_config(RECIPE, ["model.encoder=pillars"])
-
-
-@pytest.fixture(scope="module")
-def weights(cfg) -> dict[str, torch.Tensor]:
-    torch.manual_seed(0)
-    return V2XModel(cfg.model).state_dict()
 
 
 def test_the_payload_is_live_without_the_restricted_unpickler(tmp_path):
