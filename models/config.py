@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from models.grid import GridConfig
 
 ENCODER_KINDS = ("spconv", "pillars")
+REFINE_POINTS = 32
+"""Points per box of the point refinement in the ``small``, ``base`` and ``large`` presets (``tiny``, the
+tests' size, has none)."""
 MODEL_SIZES = ("tiny", "small", "base", "large")
 
 
@@ -62,6 +65,10 @@ class ModelConfig:
     """IoU-aware scoring (AFDetV2; CenterPoint's IoU rectifier) alpha in [0, 1): 0 = off; above 0 the detection
     head gets an IoU branch, trained on each object's decoded-box BEV IoU, and a detection's score is
     ``heatmap^(1 - alpha) * IoU^alpha``, so better-placed boxes rank first."""
+    refine_points: int = 0
+    """Point-based box refinement (``models.point_refine``, a LiDAR R-CNN-style second stage): a PointNet reads
+    up to this many current-frame points in and around each detected box and regresses a residual that places
+    it more precisely than the BEV cells can. 0 = off."""
     recon_points: int = 20
     """Points the stage-1 reconstruction decoder predicts per BEV cell."""
 
@@ -82,6 +89,8 @@ class ModelConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.bev_channels % self.num_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must divide bev_channels ({self.bev_channels})")
+        if self.refine_points < 0:
+            raise ValueError(f"refine_points must be >= 0 (0 = no refinement), got {self.refine_points}")
         if not 0.0 <= self.iou_rectifier < 1.0:
             raise ValueError(f"iou_rectifier must be in [0, 1), got {self.iou_rectifier}")
         if self.head_upsample not in (1, 2) or self.bev_stride % self.head_upsample:
@@ -112,17 +121,18 @@ class ModelConfig:
 def model_config(size: str) -> ModelConfig:
     """A fresh preset: ``tiny`` (tests: x/y +-32 m, 0.8 m voxels, 1.6 m cells, 16 channels), ``small`` (the
     CPU-scale model of the default job: tiny's grid and encoder at twice the BEV and head width, which costs
-    about a third more per step on 2 cores and trains far better; docs/MODEL.md), ``base`` (paper scale, x +-70.4 m,
-    y +-40 m, 0.8 m cells) or ``large`` (base grid, wider channels, two windowed-attention block pairs)."""
+    about a third more per step on 2 cores and trains far better, plus the point refinement; docs/MODEL.md),
+    ``base`` (paper scale, x +-70.4 m, y +-40 m, 0.8 m cells) or ``large`` (base grid, wider channels, two windowed-attention block pairs)."""
     if size in ("tiny", "small"):
         grid = GridConfig(x_range=[-32.0, 32.0], y_range=[-32.0, 32.0], z_range=[-3.0, 1.0],
                           voxel_size=[0.8, 0.8, 1.0], max_points_per_voxel=4, max_voxels=6000)
-        width = 16 if size == "tiny" else 32
-        return ModelConfig(grid=grid, sparse_channels=[8, 16], sparse_strides=[1, 2], bev_channels=width,
-                           num_heads=2, window_size=8, head_channels=width)
+        small = size == "small"
+        return ModelConfig(grid=grid, sparse_channels=[8, 16], sparse_strides=[1, 2], bev_channels=32 if small else 16,
+                           num_heads=2, window_size=8, head_channels=32 if small else 16,
+                           refine_points=REFINE_POINTS if small else 0)
     if size == "base":
-        return ModelConfig()
+        return ModelConfig(refine_points=REFINE_POINTS)
     if size == "large":
         return ModelConfig(sparse_channels=[32, 64, 128, 128], bev_channels=256, num_heads=8, window_blocks=2,
-                           head_channels=128)
+                           head_channels=128, refine_points=REFINE_POINTS)
     raise ValueError(f"size must be one of {MODEL_SIZES}, got {size!r}")

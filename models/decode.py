@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -39,9 +41,11 @@ def rectify_scores(scores: Tensor, iou: Tensor, alpha: float) -> Tensor:
 
 def decode_detections(output: ModelOutput, geometry: BevGeometry, *, score_threshold: float = 0.1,
                       max_detections: int = 100, nms_radius: list[float] | float = 2.0,
-                      iou_rectifier: float = 0.0) -> list[SceneDetections]:
+                      iou_rectifier: float = 0.0,
+                      refine: Callable[[int, Tensor, Tensor], Tensor] | None = None) -> list[SceneDetections]:
     """Heatmap peaks (3x3 max-pool) -> top-k -> IoU rectification (``iou_rectifier`` > 0, which needs the IoU
-    branch's ``output.iou_logits``) -> score threshold -> per-class circle NMS -> boxes, with the trajectory
+    branch's ``output.iou_logits``) -> score threshold -> ``refine(scene, boxes [N, 7], labels [N])`` -> boxes
+    [N, 7] (the point refinement; None = as decoded) -> per-class circle NMS -> boxes, with the trajectory
     modes read out (bilinear) at each detected centre. One ``SceneDetections`` per scene."""
     if output.heatmap is None or output.box_codes is None:
         raise ValueError("decode_detections needs the 'det' head's outputs")
@@ -63,6 +67,8 @@ def decode_detections(output: ModelOutput, geometry: BevGeometry, *, score_thres
         cells = torch.stack((cell % w, cell // w), dim=-1)
         codes = class_codes(output.box_codes[s].float().flatten(1)[:, cell].T, label)  # [N, 8]
         boxes = decode_boxes(codes, cells, geometry)
+        if refine is not None:
+            boxes = refine(s, boxes, label)
         kept = []
         for cls in label.unique():
             members = (label == cls).nonzero().squeeze(1)

@@ -24,5 +24,10 @@ class ModelOutput:
     """[B, K, T_f, 2, H, W] future (x, y) offsets in metres from the object centre read out at that cell."""
     mode_logits: Tensor | None = None
     """[B, K, H, W] trajectory mode logits."""
+    refine_proposals: Tensor | None = None
+    """[B, M, 7] (detached) boxes decoded at each ground-truth object's centre cell: the point refinement's
+    training proposals (``model.refine_points`` > 0; filled by the supervised task, not by ``forward``)."""
+    refine_residuals: Tensor | None = None
+    """[B, M, 8] the point refinement's residuals for ``refine_proposals`` (``models.point_refine``)."""
     recon_points: Tensor | None = None
     """[B, P, 3, H, W] reconstructed points per cell, metric offsets from the cell centre (z from grid centre)."""

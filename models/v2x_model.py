@@ -15,6 +15,7 @@ from models.balancer.task_fork import TaskFork
 from models.heads import DetectionHead, HeadNeck, PredictionHead, ReconstructionHead
 from models.output import ModelOutput
 from models.pillar_encoder import PillarEncoder
+from models.point_refine import PointRefineHead, apply_residuals, scene_points
 from models.sparse_encoder import SparseEncoder
 from models.temporal_fusion import TemporalFusion
 from models.window_attention import WindowAttention
@@ -51,6 +52,8 @@ class V2XModel(nn.Module):
         self.det_head = DetectionHead(c, config.head_channels, config.num_classes,
                                       iou_branch=config.iou_rectifier > 0, class_heads=config.class_heads)
         self.pred_head = PredictionHead(c, config.head_channels, config.num_modes, config.future_steps)
+        self.refine_head = (PointRefineHead(config.num_classes, config.head_channels, config.refine_points)
+                            if config.refine_points else None)
         z_half = 0.5 * (config.grid.z_range[1] - config.grid.z_range[0])
         self.recon_head = ReconstructionHead(c, config.head_channels, config.recon_points, self.fusion_geometry,
                                             z_half)
@@ -104,6 +107,21 @@ class V2XModel(nn.Module):
         mask = voxel_mask[rows] if voxel_mask is not None else None
         bev = self.encoder(batch.voxels[rows], batch.voxel_num_points[rows], coords, b * a * frames, mask)
         return bev.view(b, a, frames, *bev.shape[1:])
+
+    def refine_residuals(self, batch: Batch, proposals: Tensor, labels: Tensor) -> Tensor:
+        """The point refinement's residuals [B, N, 8] for proposals [B, N, 7] of classes labels [B, N] (padded
+        rows are refined too; their residuals are ignored by the caller). Needs ``config.refine_points`` > 0."""
+        if self.refine_head is None:
+            raise ValueError("this model has no point refinement (model.refine_points is 0)")
+        points = scene_points(batch)
+        return torch.stack([self.refine_head(points[s], proposals[s], labels[s]) for s in range(len(points))])
+
+    def refine_boxes(self, points: Tensor, boxes: Tensor, labels: Tensor) -> Tensor:
+        """One scene's boxes [N, 7] of classes labels [N], placed by the point refinement from that scene's
+        points [P, 4] (``models.point_refine.scene_points``); as they are without a refinement."""
+        if self.refine_head is None:
+            return boxes
+        return apply_residuals(boxes.float(), self.refine_head(points, boxes, labels).float())
 
     def forward(self, batch: Batch, *, heads: Sequence[str] = ("det", "pred"), voxel_mask: Tensor | None = None,
                 temporal_fusion: bool = True, spatial_fusion: bool = True, history_grad: bool = True) -> ModelOutput:

@@ -24,4 +24,4 @@ def test_spconv_weights_are_owned_by_their_encoder_and_nothing_else_is_listed():
 
 def test_parameter_count_is_the_models():
     config = model_config("small")
-    assert parameter_count(config) == sum(p.numel() for p in V2XModel(config).parameters()) == 120_004
+    assert parameter_count(config) == sum(p.numel() for p in V2XModel(config).parameters()) == 127_468

@@ -10,6 +10,7 @@ import torch
 from models.batch import Batch
 from models.detections import SceneDetections
 from models.decode import decode_detections
+from models.point_refine import scene_points
 from models.v2x_model import V2XModel
 from trainer.config import StageConfig, TrainConfig
 from trainer.eval.evaluator import Evaluator
@@ -41,8 +42,12 @@ def predict_scenes(model: V2XModel, batch: Batch, *, stage: StageConfig | None =
     view = stage_view(batch, stage) if stage is not None else batch
     switches = stage_switches(stage) if stage is not None else {}
     out = model(view, heads=("det", "pred"), **switches)
+    refine = None
+    if model.refine_head is not None:
+        points = scene_points(view)
+        refine = lambda scene, boxes, labels: model.refine_boxes(points[scene], boxes, labels)  # noqa: E731
     return [detections_to_cpu(d) for d in decode_detections(out, model.geometry, score_threshold=score_threshold,
-                                                             iou_rectifier=model.config.iou_rectifier)]
+                                                             iou_rectifier=model.config.iou_rectifier, refine=refine)]
 
 
 @torch.no_grad()

@@ -20,6 +20,8 @@ class TaskLossConfig:
     """Weight of each box code (dx, dy, z, log l, log w, log h, sin yaw, cos yaw) in the box loss."""
     iou_weight: float = 1.0
     """Weight of the IoU branch's loss (``model.iou_rectifier`` > 0; AFDetV2 uses 1)."""
+    refine_weight: float = 1.0
+    """Weight of the point refinement's residual L1 (``model.refine_points`` > 0)."""
     trajectory_weight: float = 1.0
     """Weight of the winner-takes-all trajectory regression in the prediction loss."""
     mode_weight: float = 0.5
@@ -31,7 +33,7 @@ class TaskLossConfig:
     cells of 0.8 m (Waymo); at the tiny preset's 1.6 m cells this is 1 cell."""
 
     def __post_init__(self) -> None:
-        for name in ("heatmap_weight", "box_weight", "iou_weight", "trajectory_weight", "mode_weight"):
+        for name in ("heatmap_weight", "box_weight", "iou_weight", "refine_weight", "trajectory_weight", "mode_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if len(self.code_weights) != BOX_CODE_SIZE or any(w < 0 for w in self.code_weights):

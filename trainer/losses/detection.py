@@ -34,7 +34,7 @@ def gather_cells(maps: Tensor, cells: Tensor) -> Tensor:
     return maps.flatten(2).gather(2, flat[:, None, :].expand(b, c, -1)).transpose(1, 2)
 
 
-def _object_codes(box_codes: Tensor, cells: Tensor, gt_classes: Tensor | None) -> Tensor:
+def object_codes(box_codes: Tensor, cells: Tensor, gt_classes: Tensor | None) -> Tensor:
     """[B, 8 or K*8, H, W] codes at each object's cell, its own class's -> [B, M, 8]."""
     codes = gather_cells(box_codes, cells)
     if codes.shape[-1] != BOX_CODE_SIZE and gt_classes is None:
@@ -52,7 +52,7 @@ def box_regression_loss(box_codes: Tensor, gt_boxes: Tensor, cells: Tensor, usab
     box_codes: [B, 8, H, W], or [B, K*8, H, W] per class (then gt_classes [B, M] picks each object's);
     gt_boxes: [B, M, 7]; cells: [B, M, 2]; usable: [B, M] bool; code_weights: [8] (None = all ones).
     """
-    predicted = _object_codes(box_codes.float(), cells, gt_classes)  # [B, M, 8]
+    predicted = object_codes(box_codes.float(), cells, gt_classes)  # [B, M, 8]
     target = encode_boxes(gt_boxes.float(), cells, geometry)
     weight = usable[..., None].to(predicted.dtype)
     per_code = ((predicted - target).abs() * weight).sum(dim=(0, 1)) / weight.sum().clamp_min(1)  # [8]
@@ -73,7 +73,7 @@ def iou_score_loss(iou_logits: Tensor, box_codes: Tensor, gt_boxes: Tensor, cell
     cells: [B, M, 2]; usable: [B, M].
     """
     logits = gather_cells(iou_logits.float(), cells)[..., 0][usable]  # [N]
-    decoded = decode_boxes(_object_codes(box_codes.detach().float(), cells, gt_classes), cells, geometry)[usable]
+    decoded = decode_boxes(object_codes(box_codes.detach().float(), cells, gt_classes), cells, geometry)[usable]
     target = paired_bev_iou(decoded, gt_boxes.float()[usable])
     loss = F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
     return loss / usable.sum().clamp_min(1)

@@ -14,6 +14,7 @@ from trainer.losses.config import TaskLossConfig
 from trainer.losses.detection import box_regression_loss, centre_focal_loss, iou_score_loss
 from trainer.losses.heatmap_targets import heatmap_targets, objects_on_map
 from trainer.losses.prediction import read_out_trajectories, winner_takes_all_losses
+from trainer.losses.refinement import refinement_loss
 
 
 @dataclass
@@ -23,6 +24,7 @@ class TaskLosses:
     heatmap: Tensor
     box: Tensor
     iou: Tensor
+    refine: Tensor
     trajectory: Tensor
     mode: Tensor
     detection: Tensor
@@ -35,9 +37,9 @@ class TaskLosses:
 
 
 def detection_losses(output: ModelOutput, batch: Batch, geometry: BevGeometry,
-                     config: TaskLossConfig) -> tuple[Tensor, Tensor, Tensor]:
-    """(focal heatmap loss, code-weighted L1 box loss, IoU-branch loss: 0 without the branch) for an output of
-    the ``det`` head."""
+                     config: TaskLossConfig) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(focal heatmap loss, code-weighted L1 box loss, IoU-branch loss, point-refinement loss; the last two 0
+    without their branch) for an output of the ``det`` head."""
     if output.heatmap is None or output.box_codes is None:
         raise ValueError("output has no detection predictions; run the model with heads containing 'det'")
     cells, usable = objects_on_map(batch.gt_boxes, batch.gt_mask, geometry)
@@ -49,7 +51,9 @@ def detection_losses(output: ModelOutput, batch: Batch, geometry: BevGeometry,
     iou = (output.z.new_zeros((), dtype=torch.float32) if output.iou_logits is None else
            iou_score_loss(output.iou_logits, output.box_codes, batch.gt_boxes, cells, usable, geometry,
                           batch.gt_classes))
-    return centre_focal_loss(output.heatmap, targets), box, iou
+    refine = (output.z.new_zeros((), dtype=torch.float32) if output.refine_residuals is None else
+              refinement_loss(output.refine_residuals, output.refine_proposals, batch.gt_boxes, usable))
+    return centre_focal_loss(output.heatmap, targets), box, iou, refine
 
 
 def prediction_losses(output: ModelOutput, batch: Batch, geometry: BevGeometry) -> tuple[Tensor, Tensor]:
@@ -68,10 +72,12 @@ def task_losses(output: ModelOutput, batch: Batch, geometry: BevGeometry,
     """All task losses; a head that did not run contributes zeros."""
     config = config or TaskLossConfig()
     zero = output.z.new_zeros((), dtype=torch.float32)
-    heatmap, box, iou = (detection_losses(output, batch, geometry, config) if output.heatmap is not None
-                         else (zero, zero, zero))
+    heatmap, box, iou, refine = (detection_losses(output, batch, geometry, config) if output.heatmap is not None
+                                 else (zero, zero, zero, zero))
     trajectory, mode = prediction_losses(output, batch, geometry) if output.trajectories is not None else (zero, zero)
-    detection = config.heatmap_weight * heatmap + config.box_weight * box + config.iou_weight * iou
+    detection = (config.heatmap_weight * heatmap + config.box_weight * box + config.iou_weight * iou
+                 + config.refine_weight * refine)
     prediction = config.trajectory_weight * trajectory + config.mode_weight * mode
-    return TaskLosses(heatmap=heatmap, box=box, iou=iou, trajectory=trajectory, mode=mode, detection=detection,
+    return TaskLosses(heatmap=heatmap, box=box, iou=iou, refine=refine, trajectory=trajectory, mode=mode,
+                      detection=detection,
                       prediction=prediction, total=detection + prediction)

@@ -12,6 +12,7 @@ from models.batch import Batch
 from models.v2x_model import V2XModel
 from trainer.balancer.strategies import Balancing
 from trainer.losses.config import TaskLossConfig
+from trainer.losses.refinement import with_refinement
 from trainer.losses.task_losses import task_losses
 from trainer.tasks.base import StageTask, StepResult, stage_switches
 
@@ -44,7 +45,7 @@ class SupervisedTask(StageTask):
             self.balancing.attach(model, engine, runtime)
 
     def step(self, model: V2XModel, batch: Batch, generator: torch.Generator) -> StepResult:
-        out = model(batch, heads=self.heads, **stage_switches(self.stage))
+        out = with_refinement(model, model(batch, heads=self.heads, **stage_switches(self.stage)), batch)
         losses = task_losses(out, batch, model.geometry, self.loss_config)
         weighted = {"det": self.stage.det_weight * losses.detection, "pred": self.stage.pred_weight * losses.prediction}
         logs = {f"loss/{k}": v.detach() for k, v in vars(losses).items() if k != "total"}
