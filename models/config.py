@@ -122,7 +122,8 @@ def model_config(size: str) -> ModelConfig:
     """A fresh preset: ``tiny`` (tests: x/y +-32 m, 0.8 m voxels, 1.6 m cells, 16 channels), ``small`` (the
     CPU-scale model of the default job: tiny's grid and encoder at twice the BEV and head width, which costs
     about a third more per step on 2 cores and trains far better, plus the point refinement; docs/MODEL.md),
-    ``base`` (paper scale, x +-70.4 m, y +-40 m, 0.8 m cells) or ``large`` (base grid, wider channels, two windowed-attention block pairs)."""
+    ``base`` (paper scale, x +-70.4 m, y +-40 m, 0.8 m cells) or ``large`` (base grid, wider channels, two
+    windowed-attention block pairs)."""
     if size in ("tiny", "small"):
         grid = GridConfig(x_range=[-32.0, 32.0], y_range=[-32.0, 32.0], z_range=[-3.0, 1.0],
                           voxel_size=[0.8, 0.8, 1.0], max_points_per_voxel=4, max_voxels=6000)

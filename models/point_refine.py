@@ -129,8 +129,7 @@ class PointRefineHead(nn.Module):
         features, mask, count = proposal_points(points, boxes.detach().float(), self.points)
         per_point = self.point_mlp(features.to(self.point_mlp[0].weight.dtype))  # [N, S, 2h]
         pooled = per_point.masked_fill(~mask[..., None], 0.0).amax(dim=1)  # ReLU outputs: 0 is the floor
+        classes = nn.functional.one_hot(labels.long().clamp(0, self.num_classes - 1), self.num_classes)
         context = torch.cat((torch.log(boxes[:, 3:6].detach().float().clamp_min(1e-3)),
-                             torch.log1p(count.float())[:, None],
-                             nn.functional.one_hot(labels.long().clamp(0, self.num_classes - 1), self.num_classes).float()),
-                            dim=1).to(pooled.dtype)
+                             torch.log1p(count.float())[:, None], classes.float()), dim=1).to(pooled.dtype)
         return self.box_mlp(torch.cat((pooled, context), dim=1))
