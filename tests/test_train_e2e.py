@@ -46,12 +46,12 @@ def test_accelerate_two_processes_bf16_zero(zero, tiny_data, tmp_path):
 
 def test_zero3_with_spconv_matches_zero2_exactly(tiny_data, tmp_path):
     """fp32, 2 processes: ZeRO-3 (sparse-conv weights partitioned and re-gathered for their backward) takes
-    exactly the same steps as ZeRO-2."""
+    exactly the same steps as ZeRO-2, with the point refinement (a head called outside the model's forward)."""
     losses = {}
     for zero in (2, 3):
         run = tmp_path / f"zero{zero}"
         _ok(run_train("accelerate", 2, [*MULTITASK, *base_overrides(*tiny_data, run, steps=3),
-                                         "stages.finetune.evaluate=false",
+                                         "stages.finetune.evaluate=false", "model.refine_points=16",
                                          f"distributed.deepspeed_config=ds_configs/zero{zero}.json"]))
         losses[zero] = _losses(run)
     assert sorted(losses[3]) == [1, 2, 3]
@@ -76,7 +76,7 @@ def test_single_plain_process_zero3_export_matches_engine(tiny_data, tmp_path):
 
     run = tmp_path / "run"
     args = [*MULTITASK, *base_overrides(*tiny_data, run, steps=3), "distributed.deepspeed_config=ds_configs/zero3.json",
-            "model.encoder=pillars", "data.val_samples=null", "loop.eval_batches=0"]
+            "model.encoder=pillars", "model.refine_points=16", "data.val_samples=null", "loop.eval_batches=0"]
     _ok(run_train("python", 1, args))
     engine_eval = json.loads((run / "finetune" / "final.json").read_text())["eval"]
     assert engine_eval["num_frames"] > 0
