@@ -1,6 +1,7 @@
 """Parameters and forward + backward step time of the model per size, measured side by side in one run.
 
     python3 bench/model_step.py --sizes tiny small --repeats 9 --out docs/results [--device cuda] [--bf16]
+        [--without-refinement]
 
 Scenes come from ``tests/batch_factory.py`` (2 scenes x 3 agents x history frames by default). The sizes are
 measured in interleaved rounds (one step of each size per round, after a warm-up step each), so a load
@@ -11,6 +12,7 @@ median relative to the first size's. With ``--out`` it writes ``model_step.{json
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -22,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import machine_info, markdown_table, median_and_spread  # noqa: E402
 from models.batch import Batch  # noqa: E402
-from models.config import MODEL_SIZES, model_config  # noqa: E402
+from models.config import MODEL_SIZES, ModelConfig, model_config  # noqa: E402
 from models.v2x_model import V2XModel  # noqa: E402
 from tests.batch_factory import make_batch  # noqa: E402
 from trainer.losses import task_losses  # noqa: E402
@@ -43,11 +45,23 @@ def one_step(model: V2XModel, batch: Batch, *, device: str, bf16: bool) -> float
     return time.perf_counter() - start
 
 
-def measure(sizes: list[str], *, scenes: int, agents: int, repeats: int, device: str, bf16: bool) -> list[dict]:
-    torch.manual_seed(0)
-    setups = []
+def variants(sizes: list[str], *, without_refinement: bool) -> list[tuple[str, ModelConfig]]:
+    """(label, config) per size, plus ``<size> w/o refinement`` after each size that has a point refinement
+    when ``without_refinement``."""
+    out = []
     for size in sizes:
         config = model_config(size)
+        out.append((size, config))
+        if without_refinement and config.refine_points:
+            out.append((f"{size} w/o refinement", dataclasses.replace(config, refine_points=0)))
+    return out
+
+
+def measure(configs: list[tuple[str, ModelConfig]], *, scenes: int, agents: int, repeats: int, device: str,
+            bf16: bool) -> list[dict]:
+    torch.manual_seed(0)
+    setups = []
+    for size, config in configs:
         model = V2XModel(config).to(device)
         batch = make_batch(config, num_scenes=scenes, agents=agents, max_agents=agents).to(device)
         one_step(model, batch, device=device, bf16=bf16)  # warm-up
@@ -75,17 +89,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast around forward + loss")
+    parser.add_argument("--without-refinement", action="store_true",
+                        help="also measure each size that has a point refinement without it")
     parser.add_argument("--out", type=Path, default=None,
                         help="also write model_step.{json,md} here (e.g. docs/results)")
     args = parser.parse_args()
     if args.repeats < 1 or args.scenes < 1 or args.agents < 1:
         parser.error("--repeats, --scenes and --agents must be >= 1")
-    results = measure(args.sizes, scenes=args.scenes, agents=args.agents, repeats=args.repeats, device=args.device,
+    results = measure(variants(args.sizes, without_refinement=args.without_refinement), scenes=args.scenes, agents=args.agents, repeats=args.repeats, device=args.device,
                       bf16=args.bf16)
     first = results[0]["median_s"]
     for r in results:
         r["ratio"] = r["median_s"] / first
-        print(f"{r['size']:6s} params={r['params']:>10,d} voxels={r['voxels']:7d} "
+        print(f"{r['size']:22s} params={r['params']:>10,d} voxels={r['voxels']:7d} "
               f"median step={r['median_s'] * 1e3:8.1f} ms "
               f"(range {r['min_s'] * 1e3:.1f}-{r['max_s'] * 1e3:.1f}) ratio {r['ratio']:.2f}x")
     if args.out is not None:

@@ -4,21 +4,24 @@ import json
 import sys
 
 from bench import model_step
-from bench.model_step import measure
+from bench.model_step import measure, variants
 
 
 def test_measure_interleaves_sizes_and_reports_their_parameters():
-    results = measure(["tiny", "small"], scenes=1, agents=2, repeats=2, device="cpu", bf16=False)
-    tiny, small = results
-    assert [r["size"] for r in results] == ["tiny", "small"]
+    configs = variants(["tiny", "small"], without_refinement=True)
+    assert [label for label, _ in configs] == ["tiny", "small", "small w/o refinement"]  # tiny has none
+    results = measure(configs, scenes=1, agents=2, repeats=2, device="cpu", bf16=False)
+    tiny, small, plain = results
+    assert [r["size"] for r in results] == ["tiny", "small", "small w/o refinement"]
+    assert small["params"] - plain["params"] == 7464  # the refinement's PointNet
     assert all(len(r["times_s"]) == 2 and r["min_s"] <= r["median_s"] <= r["max_s"] for r in results)
-    assert tiny["encoder_params"] < tiny["params"] < small["params"]  # small: wider BEV and heads
+    assert tiny["encoder_params"] < tiny["params"] < plain["params"]  # small: wider BEV and heads
     assert tiny["bev_cells"] == small["bev_cells"] == "40 x 40 @ 1.6 m" and tiny["voxels"] == small["voxels"] > 0
 
 
 def test_main_writes_the_table(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["model_step.py", "--sizes", "tiny", "--repeats", "1", "--scenes", "1",
-                                      "--agents", "2", "--out", str(tmp_path)])
+                                      "--agents", "2", "--out", str(tmp_path), "--without-refinement"])
     model_step.main()
     data = json.loads((tmp_path / "model_step.json").read_text())
     assert data["results"][0]["size"] == "tiny" and data["results"][0]["ratio"] == 1.0
