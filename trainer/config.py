@@ -20,6 +20,7 @@ from trainer.balancer.strategies import BALANCINGS
 from trainer.data.config import DataConfig
 from trainer.eval.config import EvalConfig
 from trainer.engine.faults import FaultConfig
+from trainer.engine.stage_end import MODES, default_mode, plateau_metrics
 from trainer.losses.config import TaskLossConfig
 from trainer.pretrain.config import PretrainConfig
 from trainer.data.synth.dataset import SyntheticDataConfig
@@ -175,6 +176,43 @@ def wandb_init_kwargs(loop: LoopConfig, run_dir: Path) -> dict[str, Any] | None:
 
 
 @dataclass(kw_only=True)
+class UntilConfig:
+    """End a stage early when a validation metric stops improving (``stages.<name>.until``).
+
+    Every ``eval_every`` steps the stage is evaluated (the same evaluation as ``loop.eval_every``'s, and
+    logged the same way) and :class:`trainer.engine.stage_end.PlateauRule` is fed ``metric``; the stage's
+    ``steps`` stay its cap. The learning-rate schedule is still the warm-up + cosine over ``steps``: a stage
+    that stops early stops wherever that schedule is (it is not compressed). An early stop takes the stage's
+    normal end: a checkpoint at the stop step, the final evaluation, the export, ``final.json``.
+    """
+
+    metric: str = "AP@0.5"
+    """A metric of the evaluator (``trainer.engine.stage_end.plateau_metrics``): ``AP@<t>``, ``AP@<t>/<class>``
+    for the ``eval.iou_thresholds`` and classes, ``minADE``, ``minFDE``, ``MR``, ``EPA``, ``EPA/<class>``. A
+    ``pretrain`` stage has no validation metric, so it cannot have ``until``. An evaluation that cannot give
+    the metric (a class without ground truth in the split) counts as a NaN: no improvement."""
+    mode: str = "auto"
+    """``max`` (higher is better) or ``min``; ``auto``: ``min`` for minADE, minFDE and MR, else ``max``."""
+    patience: int = 3
+    """Evaluations in a row without improvement after which the stage ends."""
+    min_delta: float = 0.0
+    """Improvement over the best value needed to count as one (NaN values never improve)."""
+    eval_every: int = 50
+    """Optimizer steps between the plateau evaluations (at most the stage's ``steps``)."""
+
+    def __post_init__(self) -> None:
+        if self.mode == "auto":
+            self.mode = default_mode(self.metric)
+        if self.mode not in MODES:
+            raise ValueError(f"until.mode must be auto or one of {MODES}, got {self.mode!r}")
+        if self.patience < 1 or self.eval_every < 1:
+            raise ValueError(f"until.patience and until.eval_every must be >= 1, got {self.patience} and "
+                             f"{self.eval_every}")
+        if not self.min_delta >= 0:
+            raise ValueError(f"until.min_delta must be >= 0, got {self.min_delta}")
+
+
+@dataclass(kw_only=True)
 class StageConfig:
     """One training stage of a recipe."""
 
@@ -210,6 +248,8 @@ class StageConfig:
     """Evaluate detection / prediction on the validation split at the end of the stage."""
     init_skip: list[str] = field(default_factory=lambda: ["recon_head"])
     """Module prefixes NOT loaded by ``init_from`` (the stage-1 decoder is discarded by default)."""
+    until: Optional[UntilConfig] = None
+    """End the stage on a plateau of a validation metric (``steps`` is then the cap); None: run ``steps``."""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -220,6 +260,15 @@ class StageConfig:
             raise ValueError(f"stage.lr must be > 0, got {self.lr}")
         if self.det_weight < 0 or self.pred_weight < 0:
             raise ValueError("stage.det_weight and stage.pred_weight must be >= 0")
+        if self.until is not None:
+            if self.task == "pretrain":
+                raise ValueError("stage.until: a pretrain stage has no validation metric to watch (its masked "
+                                 "reconstruction is not evaluated); remove until or use a supervised task")
+            if not self.evaluate:
+                raise ValueError("stage.until needs stage.evaluate=true (the plateau watches its evaluation)")
+            if self.until.eval_every > self.steps:
+                raise ValueError(f"stage.until.eval_every ({self.until.eval_every}) must be <= stage.steps "
+                                 f"({self.steps})")
 
 
 @dataclass(kw_only=True)
@@ -261,6 +310,11 @@ class TrainConfig:
         self.model = replace(self.model, num_classes=len(self.data.classes))
         self.eval = replace(self.eval, class_names=[group.name for group in self.data.classes])
         names = list(self.stages)
+        metrics = plateau_metrics(self.eval)
+        for name, stage in self.stages.items():
+            if stage.until is not None and stage.until.metric not in metrics:
+                raise ValueError(f"stages.{name}.until.metric: {stage.until.metric!r} is not a metric of the "
+                                 f"evaluation; one of {', '.join(metrics)}")
         if self.stages[names[0]].init_from == "previous":
             raise ValueError(f"stages.{names[0]}.init_from is 'previous' but it is the first stage")
         why = BALANCINGS[self.balancing.method].plain_engine_only

@@ -19,6 +19,7 @@ from trainer.engine.metrics_log import MetricsLog
 from trainer.runtime import Runtime
 from trainer.engine.schedule import warmup_cosine
 from trainer.engine.signals import PreemptionWatcher, StopRequested
+from trainer.engine.stage_end import PlateauRule, StageEnd
 from trainer.engine.stall import DataStallError, StallAlarm
 from trainer.tasks import StepResult
 from trainer.engine.train_module import TrainingModule
@@ -100,8 +101,18 @@ def _save_between_steps(ctx: StageContext, save: Callable[[str], None], step: in
     return f"checkpoint saved at step {step}"
 
 
-def train_stage(ctx: StageContext, module: TrainingModule) -> tuple[TrainState, Any]:
-    """Train ``module`` for ``ctx.stage.steps`` optimizer steps; returns the final state and the engine."""
+def _plateau_rule(stage: StageConfig, state: TrainState) -> PlateauRule | None:
+    """The stage's ``until`` rule, continuing from the state a resumed checkpoint saved; None without ``until``."""
+    until = stage.until
+    if until is None:
+        return None
+    return PlateauRule(metric=until.metric, mode=until.mode, patience=until.patience, min_delta=until.min_delta,
+                       cap=stage.steps, state=state.extra.get("until"))
+
+
+def train_stage(ctx: StageContext, module: TrainingModule) -> tuple[TrainState, Any, StageEnd | None]:
+    """Train ``module`` for ``ctx.stage.steps`` optimizer steps, or until ``ctx.stage.until``'s plateau; returns
+    the final state, the engine and, with ``until``, how the stage ended (None without it)."""
     cfg, stage, rt = ctx.cfg, ctx.stage, ctx.runtime
     lr = stage.lr if stage.lr is not None else cfg.optim.lr
     optimizer = _optimizer(module, cfg, lr)
@@ -119,6 +130,9 @@ def train_stage(ctx: StageContext, module: TrainingModule) -> tuple[TrainState, 
         if rt.is_main:
             print(f"[{ctx.name}] resumed from {resume_from} at step {state.step}", flush=True)
     stream = BatchStream(ctx.make_epoch, epoch=state.epoch, skip=state.batches_in_epoch)
+    rule = _plateau_rule(stage, state)
+    end = rule.ended if rule is not None else None  # a resume from the checkpoint saved at a plateau stop
+    plateau_every = stage.until.eval_every if stage.until is not None else 0
 
     def save(name: str) -> None:
         state.epoch, state.batches_in_epoch = stream.position
@@ -132,7 +146,7 @@ def train_stage(ctx: StageContext, module: TrainingModule) -> tuple[TrainState, 
     data_wait = 0.0
     alarm = StallAlarm(timeout_s=cfg.loop.stall_timeout_s, what=f"data.train_shards={cfg.data.train_shards!r}")
     engine.train()
-    while state.step < stage.steps:
+    while state.step < stage.steps and end is None:
         t0 = time.perf_counter()
         try:
             with ctx.watcher.interruptible(), alarm.waiting():
@@ -193,16 +207,22 @@ def train_stage(ctx: StageContext, module: TrainingModule) -> tuple[TrainState, 
         if rt.is_main and result.recon is not None and cfg.pretrain.image_every \
                 and state.step % cfg.pretrain.image_every == 0:
             _save_recon_image(ctx, module, result, state.step)
-        if ctx.evaluate is not None and cfg.loop.eval_every and state.step % cfg.loop.eval_every == 0 \
-                and state.step < stage.steps:
-            metrics = ctx.evaluate(engine)
+        plateau_due = plateau_every > 0 and state.step % plateau_every == 0
+        if ctx.evaluate is not None and state.step < stage.steps and \
+                (plateau_due or (cfg.loop.eval_every and state.step % cfg.loop.eval_every == 0)):
+            metrics = ctx.evaluate(engine)  # identical on every rank, so is the rule's decision
             engine.train()
             ctx.metrics.write({"stage": ctx.name, "step": state.step, **{f"eval/{k}": v for k, v in metrics.items()}})
+            if plateau_due and rule is not None:  # a metric the split lacks (a class without ground truth): NaN
+                end = rule.update(state.step, metrics.get(rule.metric, float("nan")))
+                state.extra["until"] = rule.state_dict()
         preempt = rt.any_rank(ctx.watcher.requested)
-        if preempt or state.step % cfg.loop.checkpoint_every == 0 or state.step == stage.steps:
+        if preempt or end is not None or state.step % cfg.loop.checkpoint_every == 0 or state.step == stage.steps:
             save(f"step_{state.step:06d}")
         if preempt:
             bar.close()
             raise Preempted(f"stage {ctx.name}: stop signal received; checkpoint saved at step {state.step}")
     bar.close()
-    return state, engine
+    if rule is not None and end is None:
+        end = rule.end_at_cap(state.step)
+    return state, engine, end

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +145,7 @@ def _run_stage(cfg: TrainConfig, name: str, index: int, stage: StageConfig, stag
     wants_eval = stage.evaluate and module.task.evaluates
     ctx = StageContext(cfg=cfg, name=name, index=index, stage=stage, stage_dir=stage_dir, runtime=rt, metrics=metrics,
                        make_epoch=make_epoch, evaluate=evaluate if wants_eval else None, watcher=watcher, faults=faults)
-    state, engine = train_stage(ctx, module)
+    state, engine, end = train_stage(ctx, module)
     final_eval: dict[str, float] = {}
     if wants_eval:
         final_eval = evaluate(engine)
@@ -155,6 +155,10 @@ def _run_stage(cfg: TrainConfig, name: str, index: int, stage: StageConfig, stag
     record = {"stage": name, "task": stage.task, "steps": state.step, "nonfinite_skips": state.nonfinite_skips,
               "checkpoint": str(last), "weights": str(stage_dir / FINAL_WEIGHTS), "eval": final_eval,
               "init_discarded": sorted({n.split(".")[0] for n in init_report["discarded"]}) if init_report else []}
+    if end is not None:  # stage.until: the stop step and reason, also one "stage_end" record of metrics.jsonl
+        record["end"] = asdict(end)
+        metrics.write({"stage": name, "event": "stage_end", **asdict(end)})
+        log(f"[{name}] stage ended at step {end.step}: {end.message}")
     rt.barrier()
     if rt.is_main:
         export_weights(last, stage_dir / FINAL_WEIGHTS, cfg.model)
