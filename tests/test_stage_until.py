@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from launch.train import main
-from tests.train_harness import base_overrides, run_train
+from tests.train_harness import base_overrides, crash_then_resume, run_train
 from trainer.config_io import ConfigError, load_config
 from trainer.engine.metrics_log import read_metrics
 
@@ -63,12 +63,7 @@ def test_plateau_stop_is_recorded_resumed_identically_and_feeds_the_next_stage(t
     # killed after step 3, before its evaluation: the checkpoint of step 2 holds one evaluation without
     # improvement; a resume that forgot it would stop at step 5
     crash = [*_args(tiny_data, resumed), "faults.crash_at_step=3"]
-    first = run_train("python", 1, crash)
-    assert first.returncode != 0
-    assert json.loads((resumed / "finetune" / "checkpoints" / "latest.json").read_text())["latest"] == "step_000002"
-    second = run_train("python", 1, crash)
-    _ok(second)
-    assert "resumed from" in second.stdout
+    crash_then_resume("python", 1, crash, resumed)
     again = json.loads((resumed / "finetune" / "final.json").read_text())["end"]
     assert again == end
     assert [{k: r[k] for k in end} for r in _ends(resumed)] == [end]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.train_harness import base_overrides, run_train
+from tests.train_harness import base_overrides, crash_then_resume, run_train
 from trainer.checkpointing.export import read_exported
 from trainer.checkpointing.safe_load import check_engine_checkpoint
 from trainer.engine.metrics_log import read_metrics
@@ -95,12 +95,7 @@ def test_resume_after_crash_reproduces_uninterrupted_losses(tiny_data, tmp_path)
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     _ok(run_train("accelerate", 2, [*base_overrides(*tiny_data, reference, steps=5), *common]))
     crash = [*base_overrides(*tiny_data, resumed, steps=5), *common, "faults.crash_at_step=3", "faults.crash_rank=0"]
-    first = run_train("accelerate", 2, crash)
-    assert first.returncode != 0
-    assert json.loads((resumed / "finetune" / "checkpoints" / "latest.json").read_text())["latest"] == "step_000002"
-    second = run_train("accelerate", 2, crash)
-    _ok(second)
-    assert "resumed from" in second.stdout
+    crash_then_resume("accelerate", 2, crash, resumed)
     want, got = _losses(reference), _losses(resumed)
     for step in (3, 4, 5):
         assert got[step] == pytest.approx(want[step], rel=1e-6, abs=1e-7), (step, got, want)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -70,3 +71,17 @@ def run_train(launcher: str, nprocs: int, args: list[str], *, timeout: int = 600
               extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(launch_cmd(launcher, nprocs, args), cwd=REPO, env=env(**(extra_env or {})),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def crash_then_resume(launcher: str, nprocs: int, args: list[str], run_dir: Path, *, stage: str = "finetune",
+                      last_checkpoint: str = "step_000002") -> subprocess.CompletedProcess:
+    """Run ``args`` (which include a ``faults.crash_at_step``) once, check that it failed with ``last_checkpoint``
+    as the stage's latest checkpoint, then run the same command again and return that second run (the resume)."""
+    first = run_train(launcher, nprocs, args)
+    assert first.returncode != 0, "the crash run was meant to fail"
+    pointer = json.loads((run_dir / stage / "checkpoints" / "latest.json").read_text())
+    assert pointer["latest"] == last_checkpoint, pointer
+    second = run_train(launcher, nprocs, args)
+    assert second.returncode == 0, f"exit {second.returncode}\n{second.stdout[-3000:]}\n{second.stderr[-4000:]}"
+    assert "resumed from" in second.stdout
+    return second
