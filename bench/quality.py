@@ -27,6 +27,7 @@ from bench.common import RESULTS_DIR, machine_info, markdown_table, median_and_s
 from trainer.checkpointing.checkpoint_io import run_stage_names  # noqa: E402
 from trainer.data.config import DataConfig  # noqa: E402
 from trainer.engine.metrics_log import read_metrics  # noqa: E402
+from trainer.engine.stage_end import LOWER_IS_BETTER  # noqa: E402
 
 RECIPE = "recipes/turbotrain.yaml"
 BUDGETS: dict[str, dict[str, Any]] = {
@@ -40,7 +41,6 @@ BUDGETS: dict[str, dict[str, Any]] = {
                 "what": "TurboTrain at CPU scale: 40 training scenarios, 800 + 5200 steps (at most 60 minutes "
                         "on 2 cores)"},
 }
-LOWER_IS_BETTER = ("minADE", "minFDE", "MR")
 CLASSES = tuple(group.name for group in DataConfig().classes)
 COLUMNS = [f"AP@{t}/{c}" for t in ("0.3", "0.5", "0.7") for c in CLASSES] + \
           ["AP@0.3", "AP@0.5", "AP@0.7", "EPA", "minADE", "minFDE", "MR"]
