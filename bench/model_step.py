@@ -29,6 +29,7 @@ from models.v2x_model import V2XModel  # noqa: E402
 from tests.batch_factory import make_batch  # noqa: E402
 from trainer.losses import task_losses  # noqa: E402
 from trainer.losses.refinement import with_refinement  # noqa: E402
+from trainer.losses.track import with_tracks  # noqa: E402
 
 
 def one_step(model: V2XModel, batch: Batch, *, device: str, bf16: bool) -> float:
@@ -37,7 +38,8 @@ def one_step(model: V2XModel, batch: Batch, *, device: str, bf16: bool) -> float
         torch.cuda.synchronize()
     start = time.perf_counter()
     with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
-        losses = task_losses(with_refinement(model, model(batch), batch), batch, model.geometry)
+        losses = task_losses(with_tracks(model, with_refinement(model, model(batch), batch), batch), batch,
+                             model.geometry)
     losses.total.backward()
     model.zero_grad(set_to_none=True)
     if device == "cuda":

@@ -69,6 +69,10 @@ class ModelConfig:
     """Point-based box refinement (``models.point_refine``, a LiDAR R-CNN-style second stage): a PointNet reads
     up to this many current-frame points in and around each detected box and regresses a residual that places
     it more precisely than the BEV cells can. 0 = off."""
+    track_decoder: bool = False
+    """Decode trajectories from each object's track (``models.track_decode``): the prediction head also
+    regresses the object's past positions, the point refinement places it in each history frame's points, and an
+    MLP decodes the K modes from that track. Needs ``refine_points`` > 0 and ``history`` >= 2."""
     recon_points: int = 20
     """Points the stage-1 reconstruction decoder predicts per BEV cell."""
 
@@ -91,6 +95,9 @@ class ModelConfig:
             raise ValueError(f"num_heads ({self.num_heads}) must divide bev_channels ({self.bev_channels})")
         if self.refine_points < 0:
             raise ValueError(f"refine_points must be >= 0 (0 = no refinement), got {self.refine_points}")
+        if self.track_decoder and (not self.refine_points or self.history < 2):
+            raise ValueError("track_decoder needs the point refinement (refine_points > 0) and history >= 2, got "
+                             f"refine_points={self.refine_points}, history={self.history}")
         if not 0.0 <= self.iou_rectifier < 1.0:
             raise ValueError(f"iou_rectifier must be in [0, 1), got {self.iou_rectifier}")
         if self.head_upsample not in (1, 2) or self.bev_stride % self.head_upsample:

@@ -42,11 +42,15 @@ def rectify_scores(scores: Tensor, iou: Tensor, alpha: float) -> Tensor:
 def decode_detections(output: ModelOutput, geometry: BevGeometry, *, score_threshold: float = 0.1,
                       max_detections: int = 100, nms_radius: list[float] | float = 2.0,
                       iou_rectifier: float = 0.0,
-                      refine: Callable[[int, Tensor, Tensor], Tensor] | None = None) -> list[SceneDetections]:
+                      refine: Callable[[int, Tensor, Tensor], Tensor] | None = None,
+                      tracks: Callable[[int, Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
+                      ) -> list[SceneDetections]:
     """Heatmap peaks (3x3 max-pool) -> top-k -> IoU rectification (``iou_rectifier`` > 0, which needs the IoU
     branch's ``output.iou_logits``) -> score threshold -> ``refine(scene, boxes [N, 7], labels [N])`` -> boxes
     [N, 7] (the point refinement; None = as decoded) -> per-class circle NMS -> boxes, with the trajectory
-    modes read out (bilinear) at each detected centre. One ``SceneDetections`` per scene."""
+    modes read out (bilinear) at each detected centre, or given by ``tracks(scene, boxes [N, 7], labels [N])`` ->
+    (trajectories [N, K, T_f, 2] metres from each centre, mode logits [N, K]) (the track stage; None = read out).
+    One ``SceneDetections`` per scene."""
     if output.heatmap is None or output.box_codes is None:
         raise ValueError("decode_detections needs the 'det' head's outputs")
     if iou_rectifier > 0 and output.iou_logits is None:
@@ -76,7 +80,13 @@ def decode_detections(output: ModelOutput, geometry: BevGeometry, *, score_thres
         order = torch.cat(kept) if kept else label.new_zeros(0)
         order = order[score[order].argsort(descending=True)]
         boxes, score, label = boxes[order], score[order], label[order]
-        results.append(_with_trajectories(output, s, boxes, score, label, geometry))
+        if tracks is not None:
+            offsets, logits = tracks(s, boxes, label)
+            results.append(SceneDetections(boxes=boxes, scores=score, labels=label.long(),
+                                           trajectories=offsets.float() + boxes[:, None, None, :2],
+                                           mode_scores=torch.softmax(logits.float(), dim=-1)))
+        else:
+            results.append(_with_trajectories(output, s, boxes, score, label, geometry))
     return results
 
 

@@ -60,24 +60,31 @@ class DetectionHead(nn.Module):
 
 
 class PredictionHead(nn.Module):
-    """K-mode future trajectories per cell, relative to the object centre at that cell, plus mode logits.
+    """K-mode future trajectories per cell, relative to the object centre at that cell, plus mode logits, and
+    (``past_steps`` > 0) the object's past positions at the history frames before now.
 
-    Steps are predicted as displacements and accumulated, so trajectories start near the object.
-    Returns (trajectories [B, K, T_f, 2, H, W] metres, mode_logits [B, K, H, W]).
+    Steps are predicted as displacements and accumulated (the past ones backwards from now), so trajectories
+    start near the object. Returns (trajectories [B, K, T_f, 2, H, W] metres, mode_logits [B, K, H, W],
+    past [B, S, 2, H, W] metres from the centre, oldest frame first, or None without ``past_steps``).
     """
 
-    def __init__(self, channels: int, hidden: int, num_modes: int, future_steps: int) -> None:
+    def __init__(self, channels: int, hidden: int, num_modes: int, future_steps: int, past_steps: int = 0) -> None:
         super().__init__()
-        self.num_modes, self.future_steps = num_modes, future_steps
+        self.num_modes, self.future_steps, self.past_steps = num_modes, future_steps, past_steps
         self.body = nn.Sequential(conv_bn_relu(channels, hidden), conv_bn_relu(hidden, hidden))
-        self.out = nn.Conv2d(hidden, num_modes * (future_steps * 2 + 1), 1)
+        self.out = nn.Conv2d(hidden, num_modes * (future_steps * 2 + 1) + past_steps * 2, 1)
 
-    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         b, _, h, w = z.shape
         raw = self.out(self.body(z))
-        k, t = self.num_modes, self.future_steps
+        k, t, s = self.num_modes, self.future_steps, self.past_steps
         steps = raw[:, : k * t * 2].view(b, k, t, 2, h, w)
-        return steps.cumsum(dim=2), raw[:, k * t * 2:]
+        logits = raw[:, k * t * 2: k * (t * 2 + 1)]
+        past = None
+        if s:  # step j (j = 0 the newest) is the displacement from frame now-j to now-j-1
+            back = raw[:, k * (t * 2 + 1):].view(b, s, 2, h, w).cumsum(dim=1)
+            past = back.flip(1)
+        return steps.cumsum(dim=2), logits, past
 
 
 class ReconstructionHead(nn.Module):

@@ -8,6 +8,22 @@ from torch import Tensor
 
 
 @dataclass
+class TrackOutputs:
+    """The track stage (``models.track_decode``) for M objects per scene: what its losses read."""
+
+    proposals: Tensor
+    """[B, M, S, 7] (detached) each object's box moved to its coarse past positions (the refinement's input)."""
+    residuals: Tensor
+    """[B, M, S, 8] the point refinement's residuals for ``proposals``."""
+    origin: Tensor
+    """[B, M, 7] (detached) the boxes the tracks and trajectories are relative to (refined current boxes)."""
+    trajectories: Tensor
+    """[B, M, K, T_f, 2] decoded futures, metres from ``origin``'s centre, ego frame axes."""
+    mode_logits: Tensor
+    """[B, M, K] their mode logits."""
+
+
+@dataclass
 class ModelOutput:
     """Dense per-cell outputs on the ego BEV grid (H along y, W along x); heads not run are None."""
 
@@ -24,6 +40,12 @@ class ModelOutput:
     """[B, K, T_f, 2, H, W] future (x, y) offsets in metres from the object centre read out at that cell."""
     mode_logits: Tensor | None = None
     """[B, K, H, W] trajectory mode logits."""
+    past_offsets: Tensor | None = None
+    """[B, S, 2, H, W] past (x, y) offsets in metres from the object centre at that cell, one per history frame
+    before now, oldest first (``model.track_decoder``)."""
+    track: "TrackOutputs | None" = None
+    """The track stage's outputs at the ground-truth objects (``model.track_decoder``; filled by the supervised
+    task, not by ``forward``)."""
     refine_proposals: Tensor | None = None
     """[B, M, 7] (detached) boxes decoded at each ground-truth object's centre cell: the point refinement's
     training proposals (``model.refine_points`` > 0; filled by the supervised task, not by ``forward``)."""

@@ -26,20 +26,22 @@ REFINE_MARGIN_M = 0.5
 by a few tenths of a metre, and the points just outside show where the object really ends."""
 
 
-def scene_points(batch: Batch) -> list[Tensor]:
-    """The current-frame points of every real agent of each scene, in the ego BEV frame now.
+def scene_points(batch: Batch, step: int = -1) -> list[Tensor]:
+    """The points of history frame ``step`` (default -1: the current frame) of every real agent of each scene,
+    in the ego BEV frame now (a history frame goes through its ``history_to_now``, then ``agent_to_ego``).
 
     Returns B tensors [P_b, 4] (x, y, z, intensity), read from ``batch.voxels`` (the points the encoder sees).
     """
     b, a, t = batch.frame_mask.shape
+    step = step % t
     n = batch.voxel_coords[:, 0].long()
-    current = n % t == t - 1
+    in_step = n % t == step
     agent = n // t  # flat (scene, agent) index
     valid = torch.arange(batch.voxels.shape[1], device=n.device)[None] < batch.voxel_num_points[:, None].long()
-    rows = current[:, None] & valid  # [V, P]
-    points = batch.voxels[rows].float()  # [sum, 4] agent BEV frame
+    rows = in_step[:, None] & valid  # [V, P]
+    points = batch.voxels[rows].float()  # [sum, 4] agent BEV frame at that step
     owner = agent[:, None].expand_as(rows)[rows]  # [sum] flat (scene, agent)
-    to_ego = batch.agent_to_ego.float().reshape(b * a, 3, 3)[owner]  # [sum, 3, 3]
+    to_ego = (batch.agent_to_ego.float() @ batch.history_to_now[:, :, step].float()).reshape(b * a, 3, 3)[owner]
     xy = (to_ego[:, :2, :2] @ points[:, :2, None]).squeeze(-1) + to_ego[:, :2, 2]
     ego = torch.cat((xy, points[:, 2:]), dim=1)
     scene = owner // a
@@ -126,10 +128,14 @@ class PointRefineHead(nn.Module):
     def forward(self, points: Tensor, boxes: Tensor, labels: Tensor) -> Tensor:
         """points [P, 4] of one scene (ego frame), boxes [N, 7] (detached proposals), labels [N] -> residuals
         [N, 8]."""
+        return self.refine(points, boxes, labels)[0]
+
+    def refine(self, points: Tensor, boxes: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """``forward``'s residuals [N, 8] and the points each proposal had in reach [N] (int64)."""
         features, mask, count = proposal_points(points, boxes.detach().float(), self.points)
         per_point = self.point_mlp(features.to(self.point_mlp[0].weight.dtype))  # [N, S, 2h]
         pooled = per_point.masked_fill(~mask[..., None], 0.0).amax(dim=1)  # ReLU outputs: 0 is the floor
         classes = nn.functional.one_hot(labels.long().clamp(0, self.num_classes - 1), self.num_classes)
         context = torch.cat((torch.log(boxes[:, 3:6].detach().float().clamp_min(1e-3)),
                              torch.log1p(count.float())[:, None], classes.float()), dim=1).to(pooled.dtype)
-        return self.box_mlp(torch.cat((pooled, context), dim=1))
+        return self.box_mlp(torch.cat((pooled, context), dim=1)), count

@@ -16,6 +16,7 @@ from models.heads import DetectionHead, HeadNeck, PredictionHead, Reconstruction
 from models.output import ModelOutput
 from models.pillar_encoder import PillarEncoder
 from models.point_refine import PointRefineHead, apply_residuals, scene_points
+from models.track_decode import TrackDecoder, from_box_frame, past_proposals, to_box_frame
 from models.sparse_encoder import SparseEncoder
 from models.temporal_fusion import TemporalFusion
 from models.window_attention import WindowAttention
@@ -51,9 +52,12 @@ class V2XModel(nn.Module):
         self.task_fork: TaskFork = TaskFork()
         self.det_head = DetectionHead(c, config.head_channels, config.num_classes,
                                       iou_branch=config.iou_rectifier > 0, class_heads=config.class_heads)
-        self.pred_head = PredictionHead(c, config.head_channels, config.num_modes, config.future_steps)
+        past_steps = config.history - 1 if config.track_decoder else 0
+        self.pred_head = PredictionHead(c, config.head_channels, config.num_modes, config.future_steps, past_steps)
         self.refine_head = (PointRefineHead(config.num_classes, config.head_channels, config.refine_points)
                             if config.refine_points else None)
+        self.track_head = (TrackDecoder(config.num_classes, 4 * config.head_channels, past_steps, config.num_modes,
+                                        config.future_steps) if config.track_decoder else None)
         z_half = 0.5 * (config.grid.z_range[1] - config.grid.z_range[0])
         self.recon_head = ReconstructionHead(c, config.head_channels, config.recon_points, self.fusion_geometry,
                                             z_half)
@@ -123,6 +127,28 @@ class V2XModel(nn.Module):
             return boxes
         return apply_residuals(boxes.float(), self.refine_head(points, boxes, labels).float())
 
+    def track_futures(self, past_points: Sequence[Tensor], boxes: Tensor, labels: Tensor, past_offsets: Tensor
+                      ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The track stage for one scene (``models.track_decode``; needs ``config.track_decoder``).
+
+        past_points: the scene's points of each history frame before now, oldest first (S tensors [P_s, 4], ego
+        frame now; ``scene_points(batch, s)``); boxes [N, 7] the objects now (refined); labels [N];
+        past_offsets [N, S, 2] the prediction head's coarse past positions, metres from each centre.
+        Returns (proposals [N, S, 7], residuals [N, S, 8] of the refinement at each past frame, trajectories
+        [N, K, T_f, 2] metres from each centre in ego axes, mode logits [N, K]).
+        """
+        if self.track_head is None or self.refine_head is None:
+            raise ValueError("this model has no track decoder (model.track_decoder is false)")
+        boxes = boxes.detach().float()
+        proposals = past_proposals(boxes, past_offsets.detach().float())  # [N, S, 7]
+        refined = [self.refine_head.refine(points, proposals[:, s], labels) for s, points in enumerate(past_points)]
+        residuals = torch.stack([r for r, _ in refined], dim=1)  # [N, S, 8]
+        counts = torch.stack([c for _, c in refined], dim=1)  # [N, S]
+        track = apply_residuals(proposals, residuals.detach().float())[..., :2]
+        local, logits = self.track_head(to_box_frame(track, boxes), counts, boxes, labels)
+        trajectories = from_box_frame(local.float(), boxes) - boxes[:, None, None, :2]
+        return proposals, residuals, trajectories, logits
+
     def forward(self, batch: Batch, *, heads: Sequence[str] = ("det", "pred"), voxel_mask: Tensor | None = None,
                 temporal_fusion: bool = True, spatial_fusion: bool = True, history_grad: bool = True) -> ModelOutput:
         """Run the encoder and the requested heads (any of ``det``, ``pred``, ``recon``)."""
@@ -137,7 +163,7 @@ class V2XModel(nn.Module):
             if "det" in heads:
                 out.heatmap, out.box_codes, out.iou_logits = self.det_head(z_det)
             if "pred" in heads:
-                out.trajectories, out.mode_logits = self.pred_head(z_pred)
+                out.trajectories, out.mode_logits, out.past_offsets = self.pred_head(z_pred)
         if "recon" in heads:
             out.recon_points = self.recon_head(z)
         return out

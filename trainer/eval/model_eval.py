@@ -11,6 +11,7 @@ from models.batch import Batch
 from models.detections import SceneDetections
 from models.decode import decode_detections
 from models.point_refine import scene_points
+from models.track_decode import read_past_offsets
 from models.v2x_model import V2XModel
 from trainer.config import StageConfig, TrainConfig
 from trainer.eval.evaluator import Evaluator
@@ -42,12 +43,20 @@ def predict_scenes(model: V2XModel, batch: Batch, *, stage: StageConfig | None =
     view = stage_view(batch, stage) if stage is not None else batch
     switches = stage_switches(stage) if stage is not None else {}
     out = model(view, heads=("det", "pred"), **switches)
-    refine = None
+    refine = tracks = None
     if model.refine_head is not None:
         points = scene_points(view)
         refine = lambda scene, boxes, labels: model.refine_boxes(points[scene], boxes, labels)  # noqa: E731
+    if model.track_head is not None and out.past_offsets is not None:
+        frames = [scene_points(view, step) for step in range(out.past_offsets.shape[1])]
+
+        def tracks(scene: int, boxes: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            offsets = read_past_offsets(out.past_offsets[scene:scene + 1].float(), boxes[None, :, :2], model.geometry)
+            _, _, trajectories, logits = model.track_futures([f[scene] for f in frames], boxes, labels, offsets[0])
+            return trajectories, logits
     return [detections_to_cpu(d) for d in decode_detections(out, model.geometry, score_threshold=score_threshold,
-                                                             iou_rectifier=model.config.iou_rectifier, refine=refine)]
+                                                             iou_rectifier=model.config.iou_rectifier, refine=refine,
+                                                             tracks=tracks)]
 
 
 @torch.no_grad()

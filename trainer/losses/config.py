@@ -25,7 +25,13 @@ class TaskLossConfig:
     trajectory_weight: float = 1.0
     """Weight of the winner-takes-all trajectory regression in the prediction loss."""
     mode_weight: float = 0.5
-    """Weight of the mode-classification cross-entropy in the prediction loss."""
+    """Weight of the mode-classification cross-entropy in the prediction loss (the dense head's and, with
+    ``model.track_decoder``, the track decoder's)."""
+    past_weight: float = 1.0
+    """Weight of the prediction head's past-position L1 (``model.track_decoder``)."""
+    track_weight: float = 1.0
+    """Weight of the track stage's refinement L1 at the past frames and of its decoder's winner-takes-all
+    regression (``model.track_decoder``)."""
     min_overlap: float = 0.1
     """IoU the Gaussian radius keeps (CenterPoint's gaussian_overlap)."""
     min_radius_m: float = 1.6
@@ -33,7 +39,8 @@ class TaskLossConfig:
     cells of 0.8 m (Waymo); at the tiny preset's 1.6 m cells this is 1 cell."""
 
     def __post_init__(self) -> None:
-        for name in ("heatmap_weight", "box_weight", "iou_weight", "refine_weight", "trajectory_weight", "mode_weight"):
+        for name in ("heatmap_weight", "box_weight", "iou_weight", "refine_weight", "trajectory_weight", "mode_weight",
+                     "past_weight", "track_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if len(self.code_weights) != BOX_CODE_SIZE or any(w < 0 for w in self.code_weights):

@@ -15,6 +15,7 @@ from trainer.losses.detection import box_regression_loss, centre_focal_loss, iou
 from trainer.losses.heatmap_targets import heatmap_targets, objects_on_map
 from trainer.losses.prediction import read_out_trajectories, winner_takes_all_losses
 from trainer.losses.refinement import refinement_loss
+from trainer.losses.track import past_offset_loss, track_losses
 
 
 @dataclass
@@ -27,6 +28,10 @@ class TaskLosses:
     refine: Tensor
     trajectory: Tensor
     mode: Tensor
+    past: Tensor
+    track_refine: Tensor
+    track_trajectory: Tensor
+    track_mode: Tensor
     detection: Tensor
     prediction: Tensor
     total: Tensor
@@ -77,7 +82,12 @@ def task_losses(output: ModelOutput, batch: Batch, geometry: BevGeometry,
     trajectory, mode = prediction_losses(output, batch, geometry) if output.trajectories is not None else (zero, zero)
     detection = (config.heatmap_weight * heatmap + config.box_weight * box + config.iou_weight * iou
                  + config.refine_weight * refine)
-    prediction = config.trajectory_weight * trajectory + config.mode_weight * mode
+    past = past_offset_loss(output.past_offsets, batch, geometry) if output.past_offsets is not None else zero
+    track_refine, track_trajectory, track_mode = (track_losses(output.track, batch, geometry)
+                                                  if output.track is not None else (zero, zero, zero))
+    prediction = (config.trajectory_weight * trajectory + config.mode_weight * mode + config.past_weight * past
+                  + config.track_weight * (track_refine + track_trajectory) + config.mode_weight * track_mode)
     return TaskLosses(heatmap=heatmap, box=box, iou=iou, refine=refine, trajectory=trajectory, mode=mode,
+                      past=past, track_refine=track_refine, track_trajectory=track_trajectory, track_mode=track_mode,
                       detection=detection,
                       prediction=prediction, total=detection + prediction)

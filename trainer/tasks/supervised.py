@@ -14,6 +14,7 @@ from trainer.balancer.strategies import Balancing
 from trainer.losses.config import TaskLossConfig
 from trainer.losses.refinement import with_refinement
 from trainer.losses.task_losses import task_losses
+from trainer.losses.track import with_tracks
 from trainer.tasks.base import StageTask, StepResult, stage_switches
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class SupervisedTask(StageTask):
 
     def step(self, model: V2XModel, batch: Batch, generator: torch.Generator) -> StepResult:
         out = with_refinement(model, model(batch, heads=self.heads, **stage_switches(self.stage)), batch)
+        out = with_tracks(model, out, batch)
         losses = task_losses(out, batch, model.geometry, self.loss_config)
         weighted = {"det": self.stage.det_weight * losses.detection, "pred": self.stage.pred_weight * losses.prediction}
         logs = {f"loss/{k}": v.detach() for k, v in vars(losses).items() if k != "total"}
