@@ -22,13 +22,16 @@ from trainer.tasks import TASKS, make_task
 from trainer.engine.train_module import TrainingModule
 
 
-@pytest.mark.parametrize("task, heads, evaluates", [
-    ("pretrain", ("recon",), False), ("multitask", ("det", "pred"), True), ("detection", ("det",), True),
-    ("prediction", ("pred",), True)])
-def test_each_task_states_its_heads_and_whether_it_is_evaluated(task, heads, evaluates):
+@pytest.mark.parametrize("task, heads, metric", [
+    ("pretrain", ("recon",), "recon"), ("multitask", ("det", "pred"), "EPA"), ("detection", ("det",), "AP@0.5"),
+    ("prediction", ("pred",), "minADE")])
+def test_each_task_states_its_heads_and_its_validation_metrics(task, heads, metric):
     stage = StageConfig(task=task)
-    made = make_task(stage, TrainConfig(stages={"s": stage}))
-    assert made.heads == heads and made.evaluates is evaluates and made.stage is stage
+    cfg = TrainConfig(stages={"s": stage})
+    made = make_task(stage, cfg)
+    assert made.heads == heads and made.evaluates and made.stage is stage
+    assert metric in TASKS[task].metrics(cfg.eval)
+    assert ("recon" in TASKS[task].metrics(cfg.eval)) is (task == "pretrain")
 
 
 @pytest.mark.parametrize("method, strategy, fork", [

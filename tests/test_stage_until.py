@@ -75,7 +75,8 @@ def test_malformed_until_is_a_config_error_exit_2(capsys, tmp_path):
     assert "until.patience and until.eval_every must be >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
     code = main([*MULTITASK, "stages.finetune.until.metric=AP@0.55"])
-    assert code == 2 and "stages.finetune.until.metric: 'AP@0.55' is not a metric" in capsys.readouterr().err
+    assert code == 2 and "stages.finetune.until.metric: 'AP@0.55' is not a validation metric of task 'multitask'" \
+        in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -84,12 +85,28 @@ def test_malformed_until_is_a_config_error_exit_2(capsys, tmp_path):
     (["stages.finetune.until.min_delta=-0.1"], "until.min_delta must be >= 0"),
     (["stages.finetune.steps=10", "stages.finetune.until.eval_every=11"], "eval_every (11) must be <= stage.steps"),
     (["stages.finetune.until.eval_every=1", "stages.finetune.evaluate=false"], "needs stage.evaluate=true"),
-    (["stages.finetune.task=pretrain", "stages.finetune.until.eval_every=1"], "a pretrain stage has no validation"),
+    (["stages.finetune.task=pretrain", "stages.finetune.until.eval_every=1"],
+     "'AP@0.5' is not a validation metric of task 'pretrain'; one of recon"),
+    (["stages.finetune.until.metric=recon"], "'recon' is not a validation metric of task 'multitask'"),
 ])
 def test_until_validation(overrides, message):
     with pytest.raises(ConfigError) as err:
         load_config("recipes/multitask.yaml", overrides)
     assert message in str(err.value)
+
+
+def test_a_pretrain_stage_ends_on_a_plateau_of_its_validation_reconstruction(tiny_data, tmp_path):
+    run = tmp_path / "pretrain"
+    code = main(["--config", "recipes/pretrain.yaml", *base_overrides(*tiny_data, run, steps=6)[:-2],
+                 "stages.pretrain.steps=6", "loop.pictures=0", "stages.pretrain.until.metric=recon",
+                 "stages.pretrain.until.eval_every=1", "stages.pretrain.until.patience=1",
+                 "stages.pretrain.until.min_delta=1000", "loop.eval_batches=1", "distributed.engine=plain"])
+    assert code == 0
+    end = json.loads((run / "pretrain" / "final.json").read_text())["end"]
+    assert (end["step"], end["reason"], end["metric"], end["best_step"]) == (2, "plateau", "recon", 1)
+    recon = [r["eval/recon"] for r in read_metrics(run / "metrics.jsonl") if "eval/recon" in r]
+    assert len(recon) == 3 and all(v > 0 for v in recon)  # steps 1, 2 and the stage's final evaluation
+    assert recon[-1] == pytest.approx(recon[-2], rel=1e-6)  # same weights, same fixed masks: the same value
 
 
 def test_until_defaults_and_mode_from_metric():
@@ -99,3 +116,5 @@ def test_until_defaults_and_mode_from_metric():
     until = load_config("recipes/multitask.yaml", ["stages.finetune.until.metric=EPA/vehicle",
                                                    "stages.finetune.until.eval_every=5"]).stages["finetune"].until
     assert until.mode == "max"
+    until = load_config("recipes/pretrain.yaml", ["stages.pretrain.until.metric=recon"]).stages["pretrain"].until
+    assert until.mode == "min"

@@ -20,7 +20,7 @@ from trainer.balancer.strategies import BALANCINGS
 from trainer.data.config import DataConfig
 from trainer.eval.config import EvalConfig
 from trainer.engine.faults import FaultConfig
-from trainer.engine.stage_end import MODES, default_mode, plateau_metrics
+from trainer.engine.stage_end import MODES, default_mode
 from trainer.losses.config import TaskLossConfig
 from trainer.pretrain.config import PretrainConfig
 from trainer.data.synth.dataset import SyntheticDataConfig
@@ -187,10 +187,11 @@ class UntilConfig:
     """
 
     metric: str = "AP@0.5"
-    """A metric of the evaluator (``trainer.engine.stage_end.plateau_metrics``): ``AP@<t>``, ``AP@<t>/<class>``
-    for the ``eval.iou_thresholds`` and classes, ``minADE``, ``minFDE``, ``MR``, ``EPA``, ``EPA/<class>``. A
-    ``pretrain`` stage has no validation metric, so it cannot have ``until``. An evaluation that cannot give
-    the metric (a class without ground truth in the split) counts as a NaN: no improvement."""
+    """A validation metric of the stage's task (``trainer.tasks.TASKS[task].metrics``). A supervised stage's:
+    ``AP@<t>``, ``AP@<t>/<class>`` for the ``eval.iou_thresholds`` and classes, ``minADE``, ``minFDE``, ``MR``,
+    ``EPA``, ``EPA/<class>``; a ``pretrain`` stage's: ``recon``, the masked Chamfer L1 of its reconstruction on
+    the validation split (the same masks at every evaluation). An evaluation that cannot give the metric (a
+    class without ground truth in the split) counts as a NaN: no improvement."""
     mode: str = "auto"
     """``max`` (higher is better) or ``min``; ``auto``: ``min`` for minADE, minFDE and MR, else ``max``."""
     patience: int = 3
@@ -261,9 +262,6 @@ class StageConfig:
         if self.det_weight < 0 or self.pred_weight < 0:
             raise ValueError("stage.det_weight and stage.pred_weight must be >= 0")
         if self.until is not None:
-            if self.task == "pretrain":
-                raise ValueError("stage.until: a pretrain stage has no validation metric to watch (its masked "
-                                 "reconstruction is not evaluated); remove until or use a supervised task")
             if not self.evaluate:
                 raise ValueError("stage.until needs stage.evaluate=true (the plateau watches its evaluation)")
             if self.until.eval_every > self.steps:
@@ -310,11 +308,11 @@ class TrainConfig:
         self.model = replace(self.model, num_classes=len(self.data.classes))
         self.eval = replace(self.eval, class_names=[group.name for group in self.data.classes])
         names = list(self.stages)
-        metrics = plateau_metrics(self.eval)
         for name, stage in self.stages.items():
+            metrics = TASKS[stage.task].metrics(self.eval)
             if stage.until is not None and stage.until.metric not in metrics:
-                raise ValueError(f"stages.{name}.until.metric: {stage.until.metric!r} is not a metric of the "
-                                 f"evaluation; one of {', '.join(metrics)}")
+                raise ValueError(f"stages.{name}.until.metric: {stage.until.metric!r} is not a validation metric of "
+                                 f"task {stage.task!r}; one of {', '.join(metrics)}")
         if self.stages[names[0]].init_from == "previous":
             raise ValueError(f"stages.{names[0]}.init_from is 'previous' but it is the first stage")
         why = BALANCINGS[self.balancing.method].plain_engine_only

@@ -14,13 +14,15 @@ from typing import Any
 from trainer.eval.config import EvalConfig
 from trainer.eval.summary import ap_key
 
-LOWER_IS_BETTER = ("minADE", "minFDE", "MR")
+RECON_METRIC = "recon"
+"""A pretraining stage's validation metric: the masked Chamfer L1 of its reconstruction on the validation split."""
+LOWER_IS_BETTER = ("minADE", "minFDE", "MR", RECON_METRIC)
 """Metrics whose default ``mode`` is ``min``; every other metric (AP, EPA) defaults to ``max``."""
 MODES = ("max", "min")
 
 
 def default_mode(metric: str) -> str:
-    """``min`` for a distance or miss rate (``minADE``, ``minFDE``, ``MR``), else ``max``."""
+    """``min`` for a distance, a miss rate or a loss (``minADE``, ``minFDE``, ``MR``, ``recon``), else ``max``."""
     return "min" if metric in LOWER_IS_BETTER else "max"
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -14,7 +14,7 @@ from trainer.engine.batch_ops import current_frame_only, ego_only
 from trainer.pretrain.targets import ReconTargets
 
 if TYPE_CHECKING:
-    from trainer.config import StageConfig
+    from trainer.config import StageConfig, TrainConfig
     from trainer.runtime import Runtime
 
 
@@ -56,7 +56,7 @@ class StageTask(nn.Module):
     heads: tuple[str, ...] = ()
     """Model heads the task runs."""
     evaluates: bool = True
-    """Whether the stage's detection / prediction is evaluated (False for a pretext task)."""
+    """Whether the stage has a validation evaluation (``evaluate``)."""
 
     def __init__(self, stage: StageConfig) -> None:
         super().__init__()
@@ -76,6 +76,12 @@ class StageTask(nn.Module):
     def backward(self, runtime: Runtime, result: StepResult, loss: Tensor, *, boundary: bool) -> None:
         """Back-propagate one micro-batch's ``loss``; ``boundary``: the optimizer steps after it."""
         runtime.backward(loss, boundary=boundary)
+
+    def evaluate(self, model: V2XModel, batches: Iterable[Batch], cfg: TrainConfig, *, device: torch.device,
+                 gather: Callable[[object], list[object]] | None = None, max_batches: int = 0) -> dict[str, float]:
+        """Validation metrics of ``model`` on ``batches`` (every rank calls this; with ``gather`` the result is
+        identical on all ranks). Its keys are ``TASKS[stage.task].metrics``' names (and counts)."""
+        raise NotImplementedError
 
     def stats(self, model: V2XModel) -> dict[str, float]:
         """Extra values to log after an optimizer step (balancer statistics)."""

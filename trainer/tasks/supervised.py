@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import torch
 from torch import Tensor
@@ -18,7 +18,7 @@ from trainer.losses.track import with_tracks
 from trainer.tasks.base import StageTask, StepResult, stage_switches
 
 if TYPE_CHECKING:
-    from trainer.config import StageConfig
+    from trainer.config import StageConfig, TrainConfig
     from trainer.runtime import Runtime
 
 
@@ -44,6 +44,14 @@ class SupervisedTask(StageTask):
     def attach(self, model: V2XModel, engine: Any, runtime: Runtime) -> None:
         if self.balancing is not None:
             self.balancing.attach(model, engine, runtime)
+
+    def evaluate(self, model: V2XModel, batches: Iterable[Batch], cfg: TrainConfig, *, device: torch.device,
+                 gather: Callable[[object], list[object]] | None = None, max_batches: int = 0) -> dict[str, float]:
+        """Detection AP and prediction metrics (``trainer.eval.model_eval.evaluate_model``) in the stage's view."""
+        from trainer.eval.model_eval import evaluate_model  # it reads the task views: imported when first used
+
+        return evaluate_model(model, batches, cfg, device=device, gather=gather, stage=self.stage,
+                              max_batches=max_batches)
 
     def step(self, model: V2XModel, batch: Batch, generator: torch.Generator) -> StepResult:
         out = with_refinement(model, model(batch, heads=self.heads, **stage_switches(self.stage)), batch)
