@@ -25,7 +25,7 @@ def _feed(rule: PlateauRule, values: list[float], every: int = 10):
 def test_max_mode_stops_after_patience_evaluations_without_improvement():
     end = _feed(_rule(), [0.1, 0.3, 0.2, 0.25, 0.9])
     assert (end.step, end.reason, end.best, end.best_step, end.evaluations) == (40, "plateau", 0.3, 20, 4)
-    assert end.message == "plateau: AP@0.5 best 0.3 at step 20, no improvement >= 0 in 2 evaluations"
+    assert end.message == "plateau: AP@0.5 best 0.3 at step 20, no improvement of AP@0.5 >= 0 in 2 evaluations"
 
 
 def test_min_mode_improves_downwards():
@@ -41,7 +41,7 @@ def test_min_delta_improvements_smaller_than_it_do_not_count():
     rule = _rule(min_delta=0.05)
     end = _feed(rule, [0.40, 0.44, 0.449])
     assert (end.step, end.best, end.best_step) == (30, 0.40, 10)
-    assert "no improvement >= 0.05 in 2 evaluations" in end.message
+    assert "no improvement of AP@0.5 >= 0.05 in 2 evaluations" in end.message
 
 
 def test_nan_never_improves_and_counts_as_an_evaluation():
@@ -85,3 +85,18 @@ def test_default_mode_and_bad_rules():
     for bad in ({"mode": "up"}, {"patience": 0}, {"min_delta": -0.1}, {"cap": 0}):
         with pytest.raises(ValueError, match="bad plateau rule"):
             _rule(**bad)
+
+
+def test_also_metrics_keep_the_stage_going_while_any_of_them_improves():
+    rule = _rule(metric="EPA", also=("AP@0.5", "minADE"), patience=2)
+    # EPA stalls after the first evaluation; AP@0.5 improves at 20, minADE (mode min) at 30, nothing after
+    values = [(0.5, {"AP@0.5": 0.1, "minADE": 2.0}), (0.4, {"AP@0.5": 0.2, "minADE": 2.0}),
+              (0.4, {"AP@0.5": 0.2, "minADE": 1.5}), (0.4, {"AP@0.5": 0.2, "minADE": 1.6}),
+              (0.4, {"AP@0.5": float("nan")})]
+    ends = [rule.update((i + 1) * 10, v, also) for i, (v, also) in enumerate(values)]
+    assert ends[:4] == [None] * 4
+    end = ends[4]
+    assert (end.step, end.best, end.best_step, end.reason) == (50, 0.5, 10, "plateau")
+    assert end.message == ("plateau: EPA best 0.5 at step 10, no improvement of EPA / AP@0.5 / minADE >= 0 in 2 "
+                           "evaluations")
+    assert rule.state_dict()["also_best"] == {"AP@0.5": 0.2, "minADE": 1.5}

@@ -46,7 +46,7 @@ def test_plateau_stop_is_recorded_resumed_identically_and_feeds_the_next_stage(t
     assert final["steps"] == 3 and (end["step"], end["reason"], end["best_step"], end["evaluations"]) == \
         (3, "plateau", 1, 3)
     assert end["message"].startswith("plateau: AP@0.5 best ") and end["message"].endswith(
-        "at step 1, no improvement >= 1 in 2 evaluations")
+        "at step 1, no improvement of AP@0.5 >= 1 in 2 evaluations")
     assert f"[finetune] stage ended at step 3: {end['message']}" in result.stdout
     records = _ends(reference)
     assert len(records) == 1 and {k: records[0][k] for k in end} == end and records[0]["stage"] == "finetune"
@@ -75,7 +75,7 @@ def test_malformed_until_is_a_config_error_exit_2(capsys, tmp_path):
     assert "until.patience and until.eval_every must be >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
     code = main([*MULTITASK, "stages.finetune.until.metric=AP@0.55"])
-    assert code == 2 and "stages.finetune.until.metric: 'AP@0.55' is not a validation metric of task 'multitask'" \
+    assert code == 2 and "stages.finetune.until: 'AP@0.55' is not a validation metric of task 'multitask'" \
         in capsys.readouterr().err
 
 
@@ -88,6 +88,7 @@ def test_malformed_until_is_a_config_error_exit_2(capsys, tmp_path):
     (["stages.finetune.task=pretrain", "stages.finetune.until.eval_every=1"],
      "'AP@0.5' is not a validation metric of task 'pretrain'; one of recon"),
     (["stages.finetune.until.metric=recon"], "'recon' is not a validation metric of task 'multitask'"),
+    (["stages.finetune.until.also=[EPA,AP@0.55]"], "'AP@0.55' is not a validation metric of task 'multitask'"),
 ])
 def test_until_validation(overrides, message):
     with pytest.raises(ConfigError) as err:

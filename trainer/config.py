@@ -192,8 +192,12 @@ class UntilConfig:
     ``EPA``, ``EPA/<class>``; a ``pretrain`` stage's: ``recon``, the masked Chamfer L1 of its reconstruction on
     the validation split (the same masks at every evaluation). An evaluation that cannot give the metric (a
     class without ground truth in the split) counts as a NaN: no improvement."""
+    also: list[str] = field(default_factory=list)
+    """Further metrics watched (the same kind of names as ``metric``, each in its default mode): the stage goes
+    on while any watched metric improves, e.g. ``metric: EPA`` with ``also: [AP@0.5]`` for a detection +
+    prediction stage. ``best`` in the logs is ``metric``'s."""
     mode: str = "auto"
-    """``max`` (higher is better) or ``min``; ``auto``: ``min`` for minADE, minFDE and MR, else ``max``."""
+    """``max`` (higher is better) or ``min``; ``auto``: ``min`` for minADE, minFDE, MR and recon, else ``max``."""
     patience: int = 3
     """Evaluations in a row without improvement after which the stage ends."""
     min_delta: float = 0.0
@@ -310,9 +314,10 @@ class TrainConfig:
         names = list(self.stages)
         for name, stage in self.stages.items():
             metrics = TASKS[stage.task].metrics(self.eval)
-            if stage.until is not None and stage.until.metric not in metrics:
-                raise ValueError(f"stages.{name}.until.metric: {stage.until.metric!r} is not a validation metric of "
-                                 f"task {stage.task!r}; one of {', '.join(metrics)}")
+            for watched in ([stage.until.metric, *stage.until.also] if stage.until is not None else []):
+                if watched not in metrics:
+                    raise ValueError(f"stages.{name}.until: {watched!r} is not a validation metric of task "
+                                     f"{stage.task!r}; one of {', '.join(metrics)}")
         if self.stages[names[0]].init_from == "previous":
             raise ValueError(f"stages.{names[0]}.init_from is 'previous' but it is the first stage")
         why = BALANCINGS[self.balancing.method].plain_engine_only

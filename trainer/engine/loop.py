@@ -107,7 +107,7 @@ def _plateau_rule(stage: StageConfig, state: TrainState) -> PlateauRule | None:
     if until is None:
         return None
     return PlateauRule(metric=until.metric, mode=until.mode, patience=until.patience, min_delta=until.min_delta,
-                       cap=stage.steps, state=state.extra.get("until"))
+                       cap=stage.steps, also=tuple(until.also), state=state.extra.get("until"))
 
 
 def train_stage(ctx: StageContext, module: TrainingModule) -> tuple[TrainState, Any, StageEnd | None]:
@@ -214,7 +214,8 @@ def train_stage(ctx: StageContext, module: TrainingModule) -> tuple[TrainState, 
             engine.train()
             ctx.metrics.write({"stage": ctx.name, "step": state.step, **{f"eval/{k}": v for k, v in metrics.items()}})
             if plateau_due and rule is not None:  # a metric the split lacks (a class without ground truth): NaN
-                end = rule.update(state.step, metrics.get(rule.metric, float("nan")))
+                end = rule.update(state.step, metrics.get(rule.metric, float("nan")),
+                                  {name: metrics.get(name, float("nan")) for name in rule.also})
                 state.extra["until"] = rule.state_dict()
         preempt = rt.any_rank(ctx.watcher.requested)
         if preempt or end is not None or state.step % cfg.loop.checkpoint_every == 0 or state.step == stage.steps:

@@ -8,7 +8,7 @@ run continues the count where the checkpoint left it and takes the same decision
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from trainer.eval.config import EvalConfig
@@ -66,24 +66,37 @@ class PlateauState:
     since_best: int = 0
     """Evaluations since the best one (every evaluation so far when there is no best yet)."""
     evaluations: int = 0
+    also_best: dict[str, float] = field(default_factory=dict)
+    """Best value so far of each of the rule's ``also`` metrics (those that were ever finite)."""
     ended: dict[str, Any] | None = None
     """The :class:`StageEnd` decided, as a dict, once the stage has ended."""
 
 
-class PlateauRule:
-    """Stop after ``patience`` evaluations in a row without an improvement of at least ``min_delta``.
+def improves(value: float, best: float | None, mode: str, min_delta: float) -> bool:
+    """Whether ``value`` improves on ``best``: ``value > best + min_delta`` (mode ``max``) or ``value < best -
+    min_delta`` (mode ``min``); the first finite value always does, a NaN or infinite one never."""
+    if not math.isfinite(value):
+        return False
+    if best is None:
+        return True
+    return value > best + min_delta if mode == "max" else value < best - min_delta
 
-    An improvement is ``value > best + min_delta`` (mode ``max``) or ``value < best - min_delta`` (mode
-    ``min``); the first finite value is always one. A NaN (or infinite) value never improves and counts as
-    an evaluation without improvement. ``cap`` is the stage's ``steps``: an evaluation at or past it ends the
-    stage with reason ``cap`` unless the plateau rule fires at the same evaluation.
+
+class PlateauRule:
+    """Stop after ``patience`` evaluations in a row in which neither ``metric`` nor any of the ``also`` metrics
+    improved by at least ``min_delta`` (``improves``; each ``also`` metric in its default mode).
+
+    A NaN (or infinite) value never improves and counts as an evaluation without improvement. ``cap`` is the
+    stage's ``steps``: an evaluation at or past it ends the stage with reason ``cap`` unless the plateau rule
+    fires at the same evaluation. ``best`` and ``best_step`` are ``metric``'s.
     """
 
     def __init__(self, *, metric: str, mode: str, patience: int, min_delta: float, cap: int,
-                 state: dict[str, Any] | None = None) -> None:
+                 also: tuple[str, ...] = (), state: dict[str, Any] | None = None) -> None:
         if mode not in MODES or patience < 1 or min_delta < 0 or cap < 1:
             raise ValueError(f"bad plateau rule: mode={mode!r} patience={patience} min_delta={min_delta} cap={cap}")
         self.metric, self.mode, self.patience, self.min_delta, self.cap = metric, mode, patience, min_delta, cap
+        self.also = tuple(also)
         self.state = PlateauState(**state) if state else PlateauState()
 
     @property
@@ -94,28 +107,30 @@ class PlateauRule:
     def state_dict(self) -> dict[str, Any]:
         return asdict(self.state)
 
-    def _improves(self, value: float) -> bool:
-        if not math.isfinite(value):
-            return False
-        best = self.state.best
-        if best is None:
-            return True
-        return value > best + self.min_delta if self.mode == "max" else value < best - self.min_delta
-
-    def update(self, step: int, value: float) -> StageEnd | None:
-        """Record the evaluation at ``step``; the end it decides (plateau, or cap at ``step >= cap``) or None."""
+    def update(self, step: int, value: float, also: dict[str, float] | None = None) -> StageEnd | None:
+        """Record the evaluation at ``step`` (``value`` of ``metric``, ``also``: the ``also`` metrics' values,
+        missing ones NaN); the end it decides (plateau, or cap at ``step >= cap``) or None."""
         s = self.state
         if s.ended:
             raise RuntimeError(f"the stage already ended at step {s.ended['step']}")
         s.evaluations += 1
         value = float(value)
-        if self._improves(value):
-            s.best, s.best_step, s.since_best = value, step, 0
+        improved = improves(value, s.best, self.mode, self.min_delta)
+        if improved:
+            s.best, s.best_step = value, step
+        for name in self.also:
+            other = float((also or {}).get(name, math.nan))
+            if improves(other, s.also_best.get(name), default_mode(name), self.min_delta):
+                s.also_best[name] = other
+                improved = True
+        if improved:
+            s.since_best = 0
         else:
             s.since_best += 1
         if s.since_best >= self.patience:
-            return self._end(step, "plateau", f"plateau: {self.metric} {self._best_text()}, no improvement >= "
-                                              f"{self.min_delta:g} in {s.since_best} evaluations")
+            watched = " / ".join((self.metric, *self.also))
+            return self._end(step, "plateau", f"plateau: {self.metric} {self._best_text()}, no improvement of "
+                                              f"{watched} >= {self.min_delta:g} in {s.since_best} evaluations")
         if step >= self.cap:
             return self.end_at_cap(step)
         return None
