@@ -1,4 +1,5 @@
-"""The pure parts of bench/time_to_quality.py: quality curves against training time, and the comparison."""
+"""bench/time_to_quality.py: quality curves against training time, run records, the comparison, each stage's
+automatic end in the training overrides, and the report compiled from records."""
 
 from __future__ import annotations
 
@@ -6,7 +7,14 @@ import math
 
 import pytest
 
-from bench.time_to_quality import compare, eval_metrics, first_reaching, quality_curve, stage_costs, stage_table
+import argparse
+import json
+
+from bench.time_to_quality import RECIPES, STAGE_METRICS, load_records, overrides
+from bench.ttq_records import (balancer_trace, compare, eval_metrics, first_reaching, quality_curve, run_record,
+                               stage_costs)
+from bench.ttq_report import write_report
+from trainer.config_io import load_config
 
 
 def _eval(stage, step, time, ap, epa):
@@ -53,18 +61,6 @@ def test_stage_costs_split_training_time_by_stage_without_evaluations():
     assert sum(c["train_time_s"] for c in costs) == pytest.approx(quality_curve(records)[-1]["train_time_s"])
 
 
-def test_stage_table_reports_each_recipe_stage_over_seeds():
-    def run(seed, pre_s, fine_s):
-        return {"recipe": "d", "seed": seed, "stages": [
-            {"stage": "pretrain", "steps": 10, "train_time_s": pre_s, "s_per_step": pre_s / 10},
-            {"stage": "finetune", "steps": 20, "train_time_s": fine_s, "s_per_step": fine_s / 20}]}
-
-    lines = stage_table([run(0, 10.0, 40.0), run(1, 12.0, 40.0), run(2, 14.0, 40.0)]).splitlines()
-    assert lines[2] == "| (d) turbotrain | pretrain | 10 | 12.0 [10.0, 14.0] | 1.200 [1.000, 1.400] |"
-    assert lines[3] == "| (d) turbotrain | finetune | 20 | 40.0 | 2.000 |"
-    assert len(lines) == 4
-
-
 def test_eval_metrics_derive_the_hit_rate_and_mark_missing_values():
     got = eval_metrics({"eval/AP@0.5": 0.2, "eval/EPA": 0.0, "eval/num_hits": 51, "eval/num_pred_gt": 432})
     assert got["AP@0.5"] == 0.2 and got["hit_rate"] == pytest.approx(51 / 432)
@@ -80,8 +76,9 @@ def test_first_reaching_needs_every_target():
 
 
 def _run(recipe, seed, curve):
-    return {"recipe": recipe, "seed": seed, "curve": curve, "final": {k: curve[-1][k] for k in ("AP@0.5", "EPA")},
-            "train_time_s": curve[-1]["train_time_s"]}
+    return {"recipe": recipe, "name": recipe, "seed": seed, "curve": curve,
+            "final": {k: curve[-1][k] for k in ("AP@0.5", "EPA")}, "train_time_s": curve[-1]["train_time_s"],
+            "steps": curve[-1]["global_step"]}
 
 
 def _point(step, t, ap, epa):
@@ -96,7 +93,77 @@ def test_compare_reports_time_and_step_ratios_against_the_manual_pipeline():
     rows = {r["recipe"]: r for r in compare([manual, fast, never, other_seed])}
     assert set(rows) == {"d", "b"}  # no same-seed reference for "c"
     assert rows["d"]["ratio_both"] == pytest.approx(0.4) and rows["d"]["step_ratio_both"] == pytest.approx(0.5)
-    assert rows["d"]["final_at_least_manual"] is True
+    assert rows["d"]["total_time_ratio"] == pytest.approx(0.8)
+    assert rows["d"]["final_at_least_reference"] is True
     assert rows["b"]["ratio_both"] is None and rows["b"]["ratio_EPA"] == pytest.approx(0.9)
-    assert rows["b"]["final_at_least_manual"] is False
+    assert rows["b"]["final_at_least_reference"] is False
     assert not math.isnan(rows["d"]["time_both_s"])
+
+
+def test_pretraining_evaluations_are_not_quality_points_but_their_time_is_not_training():
+    records = [
+        {"stage": "pretrain", "step": 10, "time": 10.0},
+        {"stage": "pretrain", "step": 10, "time": 13.0, "eval/recon": 0.9},  # 3 s of evaluation
+        {"stage": "pretrain", "event": "stage_end", "step": 10, "reason": "plateau"},  # events take no time
+        {"stage": "finetune", "step": 10, "time": 23.0, "balance/cosine": 0.2, "balance/conflict_fraction": 0.5,
+         "balance/norm_ratio": 2.0},
+        _eval("finetune", 10, 25.0, 0.3, 0.2),
+    ]
+    curve = quality_curve(records)
+    assert len(curve) == 1 and curve[0]["global_step"] == 20 and curve[0]["train_time_s"] == pytest.approx(20.0)
+    assert balancer_trace(records) == [{"stage": "finetune", "global_step": 20, "cosine": 0.2,
+                                        "conflict_fraction": 0.5, "norm_ratio": 2.0}]
+    finals = [{"stage": "pretrain", "eval": {"recon": 0.9}, "end": {"reason": "plateau", "step": 10}},
+              {"stage": "finetune", "eval": {"AP@0.5": 0.3, "EPA": 0.2}, "end": {"reason": "cap", "step": 10}}]
+    record = run_record(recipe="d", name="turbotrain", seed=0, records=records, finals=finals, setup={})
+    assert record["steps"] == 20 and record["final"] == {"AP@0.5": 0.3, "EPA": 0.2}
+    assert [s["end"]["reason"] for s in record["stages"]] == ["plateau", "cap"]
+    assert record["train_time_s"] == pytest.approx(20.0) and record["wall_time_s"] == pytest.approx(25.0)
+    with pytest.raises(ValueError, match="no detection / prediction evaluation"):
+        run_record(recipe="d", name="turbotrain", seed=0, records=records[:3], finals=finals[:1], setup={})
+
+
+def _args(**kw):
+    base = dict(model_size="small", lr=4e-3, batch_size=2, eval_every=200, log_every=50, patience=3, min_delta=0.005,
+                recon_min_delta=0.01, cap=4000, pretrain_cap=2000, override=[])
+    return argparse.Namespace(**{**base, **kw})
+
+
+@pytest.mark.parametrize("key", list(RECIPES))
+def test_every_stage_of_every_recipe_ends_on_its_own_plateau(key, tmp_path):
+    recipe = RECIPES[key]
+    cfg = load_config(recipe.config, overrides(recipe, 0, tmp_path / "run", _args()))
+    assert list(cfg.stages) == list(recipe.stages)
+    for name, stage in cfg.stages.items():
+        metric, *also = STAGE_METRICS[name]
+        assert (stage.until.metric, list(stage.until.also), stage.until.eval_every, stage.until.patience) == \
+            (metric, also, 200, 3)
+        assert stage.steps == (2000 if stage.task == "pretrain" else 4000)
+        assert stage.until.min_delta == (0.01 if metric == "recon" else 0.005)
+    assert cfg.model_size == "small" and cfg.optim.lr == 4e-3
+    assert (cfg.balancing.fork.rule == "sum") is (key in ("a", "b", "c"))
+
+
+def test_the_report_is_compiled_from_records_alone(tmp_path):
+    curve = lambda scale: [dict(_point(200, 60.0 * scale, 0.3, 0.4), **{"AP@0.5/vehicle": 0.5, "minADE": 1.0}),  # noqa: E731
+                           dict(_point(400, 120.0 * scale, 0.5, 0.6), **{"AP@0.5/vehicle": 0.7, "minADE": 0.9})]
+    runs = []
+    for key, scale in (("a", 2.0), ("d", 1.0)):
+        run = _run(key, 0, curve(scale))
+        run.update(name=RECIPES[key].name, wall_time_s=150.0 * scale, final={"AP@0.5": 0.5, "EPA": 0.6,
+                   "AP@0.5/vehicle": 0.7, "minADE": 0.9},
+                   stages=[{"stage": "s", "steps": 400, "train_time_s": 120.0 * scale, "s_per_step": 0.3 * scale,
+                            "end": {"reason": "plateau", "message": "plateau: EPA"}}],
+                   balancer=[{"global_step": 10, "cosine": 0.1, "conflict_fraction": 0.3}] if key == "d" else [])
+        folder = tmp_path / "time_to_quality" / "runs"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{run['name']}_s0.json").write_text(json.dumps(run))
+    records = load_records(tmp_path)
+    assert [r["recipe"] for r in records] == ["a", "d"]
+    text = write_report(records, tmp_path, command="test")
+    assert text.strip().splitlines()[-1].startswith("headline: (d) turbotrain reaches (a)'s final AP@0.5 and EPA in "
+                                                    "0.500 of (a)'s training time (1/1 seeds reached")
+    assert "| (d) turbotrain | 0 | 400 | 120 | 150 | 0.700 | 0.500 | 0.600 | 0.900 |" in text
+    assert (tmp_path / "time_to_quality.png").stat().st_size > 10_000
+    assert (tmp_path / "time_to_quality_conflict.png").is_file()
+    assert json.loads((tmp_path / "time_to_quality.json").read_text())["comparison"][0]["ratio_both"] == 0.5
