@@ -90,6 +90,7 @@ def overrides(recipe: Recipe, seed: int, run_dir: Path, args: argparse.Namespace
 def run_piece(config: str, args_list: list[str], *, log_path: Path, threads: int, deadline: float | None) -> bool:
     """Train (or resume) one run until it finishes (True) or ``deadline`` (epoch seconds) passes, when it is sent
     SIGTERM and stops at the next step boundary with a checkpoint (False)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a") as log:
         proc = subprocess.Popen(train_command(config, args_list), cwd=REPO, env=bench_env(threads=threads),
                                 stdout=log, stderr=subprocess.STDOUT)
