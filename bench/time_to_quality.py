@@ -89,20 +89,23 @@ def overrides(recipe: Recipe, seed: int, run_dir: Path, args: argparse.Namespace
 
 def run_piece(config: str, args_list: list[str], *, log_path: Path, threads: int, deadline: float | None) -> bool:
     """Train (or resume) one run until it finishes (True) or ``deadline`` (epoch seconds) passes, when it is sent
-    SIGTERM and stops at the next step boundary with a checkpoint (False)."""
+    SIGTERM and stops at the next step boundary with a checkpoint (False; one still starting up dies of the
+    signal, which loses no checkpoint either)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    stopped = False
     with log_path.open("a") as log:
         proc = subprocess.Popen(train_command(config, args_list), cwd=REPO, env=bench_env(threads=threads),
                                 stdout=log, stderr=subprocess.STDOUT)
         while proc.poll() is None:
             if deadline is not None and time.time() > deadline:
                 proc.send_signal(signal.SIGTERM)
+                stopped = True
                 proc.wait()
                 break
             time.sleep(2.0)
     if proc.returncode == 0:
         return True
-    if proc.returncode == EXIT_PREEMPTED:
+    if proc.returncode == EXIT_PREEMPTED or (stopped and proc.returncode == -signal.SIGTERM):
         return False
     tail = "\n".join(log_path.read_text().splitlines()[-30:])
     raise RuntimeError(f"training exited with {proc.returncode} (log: {log_path}):\n{tail}")

@@ -48,9 +48,10 @@ def scene_points(batch: Batch, step: int = -1) -> list[Tensor]:
     return [ego[scene == s] for s in range(b)]
 
 
-def proposal_points(points: Tensor, boxes: Tensor, num: int, margin: float = REFINE_MARGIN_M
-                    ) -> tuple[Tensor, Tensor, Tensor]:
-    """The points in and around each box, in the box's frame.
+def proposal_points(points: Tensor, boxes: Tensor, num: int, margin: float = REFINE_MARGIN_M,
+                    margin_z: float = REFINE_MARGIN_M) -> tuple[Tensor, Tensor, Tensor]:
+    """The points in and around each box, in the box's frame: up to ``margin`` metres outside it along its length
+    and width, ``margin_z`` above and below.
 
     points: [P, 4] (x, y, z, intensity); boxes: [N, 7] (x, y, z, l, w, h, yaw) -> (features [N, num, 6],
     mask [N, num] bool, count [N] int64: points in reach before sampling). A box with more than ``num`` points
@@ -61,7 +62,7 @@ def proposal_points(points: Tensor, boxes: Tensor, num: int, margin: float = REF
     mask = torch.zeros(n, num, dtype=torch.bool, device=points.device)
     if n == 0 or points.shape[0] == 0:
         return features, mask, torch.zeros(n, dtype=torch.long, device=points.device)
-    half = boxes[:, 3:6] / 2 + margin  # [N, 3]
+    half = boxes[:, 3:6] / 2 + torch.tensor([margin, margin, margin_z], dtype=boxes.dtype, device=boxes.device)
     reach = half[:, :2].norm(dim=1)
     near = torch.cdist(boxes[:, :2].float(), points[:, :2].float()) <= reach[:, None]  # [N, P]
     box_idx, point_idx = near.nonzero(as_tuple=True)  # sorted by box, then by point
@@ -114,9 +115,9 @@ class PointRefineHead(nn.Module):
     point count -> residuals [N, 8] (``encode_residuals``' coding). The output layer starts at zero, with the
     yaw residual's cosine at 1, so an untrained head leaves its proposals as they are."""
 
-    def __init__(self, num_classes: int, hidden: int, points: int) -> None:
+    def __init__(self, num_classes: int, hidden: int, points: int, margin: float = REFINE_MARGIN_M) -> None:
         super().__init__()
-        self.points, self.num_classes = points, num_classes
+        self.points, self.num_classes, self.margin = points, num_classes, margin
         self.point_mlp = nn.Sequential(nn.Linear(POINT_FEATURES, hidden), nn.ReLU(inplace=True),
                                        nn.Linear(hidden, 2 * hidden), nn.ReLU(inplace=True))
         self.box_mlp = nn.Sequential(nn.Linear(2 * hidden + 4 + num_classes, 2 * hidden), nn.ReLU(inplace=True),
@@ -132,7 +133,7 @@ class PointRefineHead(nn.Module):
 
     def refine(self, points: Tensor, boxes: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """``forward``'s residuals [N, 8] and the points each proposal had in reach [N] (int64)."""
-        features, mask, count = proposal_points(points, boxes.detach().float(), self.points)
+        features, mask, count = proposal_points(points, boxes.detach().float(), self.points, self.margin)
         per_point = self.point_mlp(features.to(self.point_mlp[0].weight.dtype))  # [N, S, 2h]
         pooled = per_point.masked_fill(~mask[..., None], 0.0).amax(dim=1)  # ReLU outputs: 0 is the floor
         classes = nn.functional.one_hot(labels.long().clamp(0, self.num_classes - 1), self.num_classes)

@@ -5,8 +5,9 @@ for speed and acceleration. On the built-in data a small MLP that sees only an o
 positions over 2 s) and its class misses the 2 m final-displacement rule for 12% of validation vehicles; the
 default job's model misses it for 55% (``bench/prediction_errors.py``). So this stage estimates the track:
 1. the prediction head also regresses each object's past positions, one per history frame (coarse);
-2. the point refinement (``models.point_refine``) places the object in each history frame's points, from a
-   proposal at that coarse position, as it places the current box;
+2. a point refinement of its own (``models.point_refine.PointRefineHead`` with a wider margin,
+   ``TRACK_MARGIN_M``) places the object in each history frame's points, from a proposal at that coarse
+   position, as the detection's refinement places the current box;
 3. ``TrackDecoder`` decodes K future modes from the placed track, in the object's own frame.
 
 The pieces are pure functions (``past_proposals``, ``to_box_frame``, ``from_box_frame``) around one small MLP.
@@ -20,6 +21,9 @@ from torch import Tensor, nn
 from models.bev import BevGeometry
 from models.warp import sample_at_points
 
+TRACK_MARGIN_M = 1.5
+"""The track refinement reads the points up to this far outside each past proposal (along its length and width):
+the coarse past positions are off by a metre or more, where the current boxes are off by tenths."""
 TRACK_SCALE_M = 10.0
 """Track positions enter the decoder divided by this (metres), so its inputs are of order one."""
 

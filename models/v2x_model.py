@@ -16,7 +16,7 @@ from models.heads import DetectionHead, HeadNeck, PredictionHead, Reconstruction
 from models.output import ModelOutput
 from models.pillar_encoder import PillarEncoder
 from models.point_refine import PointRefineHead, apply_residuals, scene_points
-from models.track_decode import TrackDecoder, from_box_frame, past_proposals, to_box_frame
+from models.track_decode import TRACK_MARGIN_M, TrackDecoder, from_box_frame, past_proposals, to_box_frame
 from models.sparse_encoder import SparseEncoder
 from models.temporal_fusion import TemporalFusion
 from models.window_attention import WindowAttention
@@ -58,6 +58,8 @@ class V2XModel(nn.Module):
                             if config.refine_points else None)
         self.track_head = (TrackDecoder(config.num_classes, 4 * config.head_channels, past_steps, config.num_modes,
                                         config.future_steps) if config.track_decoder else None)
+        self.track_refine_head = (PointRefineHead(config.num_classes, config.head_channels, config.refine_points,
+                                                  margin=TRACK_MARGIN_M) if config.track_decoder else None)
         z_half = 0.5 * (config.grid.z_range[1] - config.grid.z_range[0])
         self.recon_head = ReconstructionHead(c, config.head_channels, config.recon_points, self.fusion_geometry,
                                             z_half)
@@ -137,11 +139,12 @@ class V2XModel(nn.Module):
         Returns (proposals [N, S, 7], residuals [N, S, 8] of the refinement at each past frame, trajectories
         [N, K, T_f, 2] metres from each centre in ego axes, mode logits [N, K]).
         """
-        if self.track_head is None or self.refine_head is None:
+        if self.track_head is None or self.track_refine_head is None:
             raise ValueError("this model has no track decoder (model.track_decoder is false)")
         boxes = boxes.detach().float()
         proposals = past_proposals(boxes, past_offsets.detach().float())  # [N, S, 7]
-        refined = [self.refine_head.refine(points, proposals[:, s], labels) for s, points in enumerate(past_points)]
+        refined = [self.track_refine_head.refine(points, proposals[:, s], labels)
+                   for s, points in enumerate(past_points)]
         residuals = torch.stack([r for r, _ in refined], dim=1)  # [N, S, 8]
         counts = torch.stack([c for _, c in refined], dim=1)  # [N, S]
         track = apply_residuals(proposals, residuals.detach().float())[..., :2]

@@ -36,6 +36,8 @@ def test_proposal_points_are_the_points_in_reach_in_the_box_frame():
                              [-0.5, -0.2, -0.2, 0.1, -0.5, -0.4]])
     assert torch.allclose(features[0, :3], expected, atol=1e-5)
     assert features[0, 3:].abs().sum() == 0
+    wider = proposal_points(points, box, num=8, margin=1.5)[2]
+    assert wider.tolist() == [5]  # a wider margin along the length and width; the point 6 m up stays out
 
 
 def test_proposal_points_keep_an_even_spread_when_there_are_too_many():

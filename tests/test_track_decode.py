@@ -118,7 +118,8 @@ def test_a_model_with_a_track_decoder_trains_it_and_decodes_with_it():
                float(losses.track_trajectory.detach())) > 0
     (losses.track_refine + losses.track_trajectory).backward(retain_graph=True)  # these reach no encoder weight
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.encoder.parameters())
-    assert all(p.grad is not None for p in model.track_head.parameters())
+    assert all(p.grad is None for p in model.refine_head.parameters())  # the detection's refinement is its own
+    assert all(p.grad is not None for p in [*model.track_head.parameters(), *model.track_refine_head.parameters()])
     model.zero_grad()
     losses.total.backward()
     assert model.pred_head.out.weight.grad.abs().sum() > 0  # the past positions train the dense head
