@@ -152,8 +152,8 @@ def write_report(runs: list[dict[str, Any]], out: Path, *, command: str) -> str:
     """Write ``time_to_quality.{json,md}`` and the plots into ``out``; returns the markdown (its last line is the
     headline)."""
     rows = compare(runs)
-    text = (f"Command: `{command}`. Runs compiled from `docs/results/time_to_quality/runs/` "
-            f"({len(runs)} runs). Medians [min, max] over seeds.\n\n"
+    text = (f"Command: `{command}`. Compiled from the {len(runs)} run records in `time_to_quality/runs/` beside "
+            f"this file. Medians [min, max] over seeds.\n\n"
             f"Final quality on the held-out validation split, and the cost of each recipe:\n\n{finals_table(runs)}\n\n"
             f"Training time (evaluations excluded) that (b), (c), (d) need to reach the same seed's (a) final "
             f"{' and '.join(HEADLINE)}, as a ratio of (a)'s total training time; the step ratio is the same in "
