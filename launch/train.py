@@ -46,10 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from trainer.data.preflight import PreflightError, preflight
+    from trainer.data.preflight import PreflightError, preflight, shard_specs
     from trainer.data.url_policy import allow_command_urls, command_urls_permitted
 
-    permitted = frozenset(key for key in ("data.train_shards", "data.val_shards") if command_urls_permitted(
+    permitted = frozenset(key for _, key in shard_specs(cfg) if command_urls_permitted(
         key, opted_in=args.allow_command_urls, config_file=args.config, overrides=args.overrides))
     try:
         preflight(cfg, command_urls=permitted)

@@ -88,3 +88,24 @@ def test_short_stage1_run_lowers_reconstruction_loss_and_feeds_stage2(tiny_data,
     for name, tensor in model.state_dict().items():
         if name.startswith(("encoder.", "temporal.", "agent_fusion.", "spatial.")):
             assert torch.equal(tensor, state[name]), name
+
+
+def test_a_stage_trains_on_its_own_shards_and_they_are_checked_like_the_runs(tiny_data, tmp_path, capsys):
+    from launch.train import main
+    from trainer.data.preflight import shard_specs
+
+    train, val = tiny_data
+    cfg = load_config("recipes/turbotrain.yaml", [f"data.train_shards={train}", f"stages.finetune.train_shards={val}"])
+    assert shard_specs(cfg) == [(train, "data.train_shards"), (val, "stages.finetune.train_shards")]
+    run = tmp_path / "run"
+    args = [*base_overrides(*tiny_data, run, steps=2), "stages.pretrain.steps=2", "stages.pretrain.evaluate=false",
+            "stages.finetune.evaluate=false", "distributed.engine=plain"]
+    missing = tmp_path / "nowhere.tar"
+    assert main([*args, f"stages.finetune.train_shards={missing}"]) == 2
+    assert f"stages.finetune.train_shards: shard {missing} does not exist" in capsys.readouterr().err
+    marker = tmp_path / "ran"
+    assert main([*args, f"stages.finetune.train_shards=pipe:touch {marker} && cat {val}"]) == 2
+    assert "stages.finetune.train_shards" in capsys.readouterr().err and not marker.exists()
+    assert main([*args, f"stages.finetune.train_shards={val}"]) == 0  # fine-tunes on the other split's shards
+    saved = json.loads((run / "finetune" / "final.json").read_text())
+    assert saved["steps"] == 2 and load_config(str(run / "config.yaml")).stages["finetune"].train_shards == val

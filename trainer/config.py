@@ -251,6 +251,10 @@ class StageConfig:
     """Weight of the prediction loss."""
     evaluate: bool = True
     """Evaluate detection / prediction on the validation split at the end of the stage."""
+    train_shards: str = ""
+    """This stage's training shards (a brace pattern / list, as ``data.train_shards``); empty: the run's. A stage
+    can so train on other data than the rest: pretraining on every scenario, fine-tuning on the labelled share
+    (the validation split stays the run's)."""
     init_skip: list[str] = field(default_factory=lambda: ["recon_head"])
     """Module prefixes NOT loaded by ``init_from`` (the stage-1 decoder is discarded by default)."""
     until: Optional[UntilConfig] = None

@@ -39,17 +39,25 @@ def _check_shards(spec: str, what: str, *, allow_commands: bool) -> None:
                                  f"TurboTrain reads version {SCHEMA_VERSION}; re-convert it with trainer.data.convert")
 
 
+def shard_specs(cfg: TrainConfig) -> list[tuple[str, str]]:
+    """Every shard spec of the config that is set, with its key: ``data.train_shards``, ``data.val_shards`` and
+    each ``stages.<name>.train_shards``."""
+    specs = [(cfg.data.train_shards, "data.train_shards"), (cfg.data.val_shards, "data.val_shards")]
+    specs += [(stage.train_shards, f"stages.{name}.train_shards") for name, stage in cfg.stages.items()]
+    return [(spec, key) for spec, key in specs if spec]
+
+
 def preflight(cfg: TrainConfig, *, command_urls: frozenset[str] = frozenset()) -> None:
     """Shards exist, are non-empty and of our schema version; the DeepSpeed JSON exists.
 
     Shard URLs that would run a command are refused except in the specs named in ``command_urls``
-    (``data.train_shards`` / ``data.val_shards``, opted in on the command line; see
+    (keys of ``shard_specs``, opted in on the command line; see
     ``trainer.data.url_policy``); those are not opened here.
     """
+    for spec, what in shard_specs(cfg):
+        _check_shards(spec, what, allow_commands=what in command_urls)
     for spec, what in ((cfg.data.train_shards, "data.train_shards"), (cfg.data.val_shards, "data.val_shards")):
-        if spec:
-            _check_shards(spec, what, allow_commands=what in command_urls)
-        elif not cfg.synthetic.enabled:
+        if not spec and not cfg.synthetic.enabled:
             raise PreflightError(f"{what} is empty and synthetic.enabled=false: nothing to train on")
     if cfg.distributed.engine == "deepspeed":
         try:

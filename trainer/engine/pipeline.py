@@ -131,8 +131,10 @@ def _run_stage(cfg: TrainConfig, name: str, index: int, stage: StageConfig, stag
     model, init_report = _build_model(cfg, stage, index, prev_weights, log)
     module = TrainingModule.for_stage(model, stage, cfg)
 
+    train_data = replace(cfg.data, train_shards=stage.train_shards) if stage.train_shards else cfg.data
+
     def make_epoch(epoch: int):
-        return build_loader(cfg.data, cfg.model.grid, split="train", rank=rt.rank, world_size=rt.world_size,
+        return build_loader(train_data, cfg.model.grid, split="train", rank=rt.rank, world_size=rt.world_size,
                             seed=step_seed(cfg.run.seed, index), epoch=epoch)
 
     def evaluate(engine: Any) -> dict[str, float]:
