@@ -4,6 +4,7 @@ balancing, every stage ending on a plateau of its validation metric (``stages.<n
     python bench/time_to_quality.py --seeds 0 1 2                  # train what is missing, then compile
     python bench/time_to_quality.py --seeds 0 1 2 --hours 2        # stop (checkpointed) after 2 h; run again to go on
     python bench/time_to_quality.py --compile-only                 # tables and plots from the recorded runs
+    python bench/time_to_quality.py --seeds 0 1 2 --label-shares 0.1 0.25   # also label efficiency, (b) and (d)
 
 Recipes, at the CPU scale of the default job (the ``small`` model, its synthetic data, batch 2, one learning rate):
   (a) manual_4stage   recipes/manual_4stage.yaml   detection -> temporal + prediction -> joint -> multi-agent
@@ -16,6 +17,11 @@ stage's watched metrics (``STAGE_METRICS``) improved by ``--min-delta``; ``--cap
 most. Runs go ``--lanes`` at a time, each with cores / lanes threads. ``--hours`` stops the runs in flight with
 a checkpoint (the trainer's exact resume takes them up on the next call).
 
+Label efficiency (``--label-shares``): (b) and (d) fine-tune on a share of the labelled training scenarios (the
+first ceil(share x N) of the built-in dataset's N, itself a dataset: scenario k depends only on the generator
+seed and k), with (d) starting from the pretraining of its 100% run of the same seed, which saw every scenario,
+and counting that pretraining's time. Their records are ``<name>_l<share>_s<seed>.json``.
+
 A finished run leaves ``<out>/time_to_quality/runs/<name>_s<seed>.json`` (``bench.ttq_records.run_record``), and
 the tables (``<out>/time_to_quality.{json,md,png}``, ``time_to_quality_conflict.png``) are compiled from those
 records alone. The last printed line is the headline: (d)'s training time to reach (a)'s final AP@0.5 and EPA,
@@ -26,13 +32,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -111,32 +118,71 @@ def run_piece(config: str, args_list: list[str], *, log_path: Path, threads: int
     raise RuntimeError(f"training exited with {proc.returncode} (log: {log_path}):\n{tail}")
 
 
-def record_path(out: Path, recipe: Recipe, seed: int) -> Path:
-    return out / "time_to_quality" / "runs" / f"{recipe.name}_s{seed}.json"
+def run_name(recipe: Recipe, seed: int, share: float = 1.0) -> str:
+    return f"{recipe.name}_s{seed}" if share == 1.0 else f"{recipe.name}_l{share:g}_s{seed}"
 
 
-def run_one(recipe: Recipe, seed: int, args: argparse.Namespace, deadline: float | None) -> str:
-    """Train one (recipe, seed) to its automatic end and write its record; 'done', 'recorded' or 'paused'."""
-    target = record_path(args.out, recipe, seed)
+def record_path(out: Path, name: str) -> Path:
+    return out / "time_to_quality" / "runs" / f"{name}.json"
+
+
+def labelled_shards(share: float, args: argparse.Namespace) -> str:
+    """The training shards of the first ceil(share x N) scenarios of the built-in dataset (generated once)."""
+    from trainer.config_io import load_config
+    from trainer.data.synth.dataset import prepare_synthetic, shard_patterns
+
+    cfg = load_config(RECIPES["d"].config, [f"model_size={args.model_size}", *args.override])
+    subset = replace(cfg.synthetic, train_scenarios=math.ceil(share * cfg.synthetic.train_scenarios))
+    root = prepare_synthetic(subset, max_agents=cfg.data.max_agents, history=cfg.model.history)
+    return shard_patterns(root)[0]
+
+
+def label_overrides(recipe: Recipe, seed: int, share: float, args: argparse.Namespace) -> tuple[str, list[str]]:
+    """(recipe file, extra overrides) of a label-efficiency run: its supervised stage on the labelled share; (d)
+    as its fine-tuning stage alone, from its 100% run's pretraining."""
+    shards = labelled_shards(share, args)
+    if recipe.key == "b":
+        return recipe.config, [f"stages.joint.train_shards={shards}"]
+    pretrained = args.work / run_name(recipe, seed) / "pretrain" / "final.safetensors"
+    if not pretrained.is_file():
+        raise FileNotFoundError(f"{pretrained}: run {run_name(recipe, seed)} first (its pretraining is reused)")
+    return "recipes/multitask.yaml", [f"stages.finetune.train_shards={shards}",
+                                      f"stages.finetune.init_from={pretrained}"]
+
+
+def run_one(recipe: Recipe, seed: int, share: float, args: argparse.Namespace, deadline: float | None) -> str:
+    """Train one (recipe, seed, label share) to its automatic end and write its record; 'done', 'recorded' or
+    'paused'."""
+    name = run_name(recipe, seed, share)
+    target = record_path(args.out, name)
     if target.is_file() and not args.rerun:
         return "recorded"
-    run_dir = args.work / f"{recipe.name}_s{seed}"
-    run_args = overrides(recipe, seed, run_dir, args)
-    print(f"[{recipe.key}] {recipe.name} seed {seed} -> {run_dir}", flush=True)
-    if not run_piece(recipe.config, run_args, log_path=run_dir.with_suffix(".log"), threads=args.threads,
+    run_dir = args.work / name
+    config, extra = (recipe.config, []) if share == 1.0 else label_overrides(recipe, seed, share, args)
+    stage_recipe = recipe if share == 1.0 or recipe.key == "b" else Recipe(recipe.key, recipe.name, config, ("finetune",))
+    run_args = [*overrides(stage_recipe, seed, run_dir, args), *extra]
+    print(f"[{recipe.key}] {name} -> {run_dir}", flush=True)
+    if not run_piece(config, run_args, log_path=run_dir.with_suffix(".log"), threads=args.threads,
                      deadline=deadline):
-        print(f"[{recipe.key}] {recipe.name} seed {seed}: paused at the deadline (checkpointed)", flush=True)
+        print(f"[{recipe.key}] {name}: paused at the deadline (checkpointed)", flush=True)
         return "paused"
     finals = [json.loads((run_dir / stage / "final.json").read_text()) for stage in run_stage_names(run_dir)]
-    setup = {"command": "python bench/time_to_quality.py " + " ".join(sys.argv[1:]), "config": recipe.config,
+    setup = {"command": "python bench/time_to_quality.py " + " ".join(sys.argv[1:]), "config": config,
              "overrides": run_args, "machine": machine_info()}
     record = run_record(recipe=recipe.key, name=recipe.name, seed=seed, records=read_metrics(run_dir / "metrics.jsonl"),
                         finals=finals, setup=setup)
+    record["label_share"] = share
+    if config != recipe.config:  # (d) on a label share: its pretraining (and its time) is the 100% run's
+        full = json.loads(record_path(args.out, run_name(recipe, seed)).read_text())
+        pretrain = [s for s in full["stages"] if s["stage"] == "pretrain"]
+        record["stages"] = pretrain + record["stages"]
+        record["steps"] += sum(s["steps"] for s in pretrain)
+        record["train_time_s"] += sum(s["train_time_s"] for s in pretrain)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, target)
-    print(f"[{recipe.key}] {recipe.name} seed {seed}: done, {record['steps']} steps, "
+    print(f"[{recipe.key}] {name}: done, {record['steps']} steps, "
           f"{record['train_time_s']:.0f} s of training -> {target}", flush=True)
     return "done"
 
@@ -145,7 +191,7 @@ def load_records(out: Path) -> list[dict[str, Any]]:
     """Every recorded run under ``out``, ordered by recipe then seed."""
     folder = out / "time_to_quality" / "runs"
     records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
-    return sorted(records, key=lambda r: (r["recipe"], r["seed"]))
+    return sorted(records, key=lambda r: (-r.get("label_share", 1.0), r["recipe"], r["seed"]))
 
 
 def main() -> None:
@@ -162,6 +208,8 @@ def main() -> None:
     parser.add_argument("--recon-min-delta", type=float, default=0.005, help="the same for pretraining's recon")
     parser.add_argument("--cap", type=int, default=4000, help="steps cap of every supervised stage")
     parser.add_argument("--pretrain-cap", type=int, default=2000, help="steps cap of a pretraining stage")
+    parser.add_argument("--label-shares", type=float, nargs="*", default=[],
+                        help="also fine-tune (b) and (d) on these shares (0, 1) of the labelled scenarios")
     parser.add_argument("--lanes", type=int, default=2, help="runs side by side")
     parser.add_argument("--hours", type=float, default=None, help="stop the runs in flight after this long")
     parser.add_argument("--override", nargs="*", default=[], help="extra a.b=value overrides for every run")
@@ -174,13 +222,18 @@ def main() -> None:
         parser.error("--eval-every must be a positive multiple of --log-every, and --lanes >= 1")
     if min(args.cap, args.pretrain_cap) < args.eval_every:
         parser.error("--cap and --pretrain-cap must be at least --eval-every")
+    if any(not 0 < share < 1 for share in args.label_shares):
+        parser.error("--label-shares must lie in (0, 1)")
     args.threads = max(1, (os.cpu_count() or 1) // args.lanes)
     if not args.compile_only:
         deadline = time.time() + 3600 * args.hours if args.hours else None
-        jobs = [(RECIPES[key], seed) for seed in args.seeds for key in args.recipes]
+        jobs = [(RECIPES[key], seed, 1.0) for seed in args.seeds for key in args.recipes]
         with ThreadPoolExecutor(max_workers=args.lanes) as pool:
             states = list(pool.map(lambda job: run_one(*job, args, deadline), jobs))
-        paused = [f"{r.name} s{s}" for (r, s), state in zip(jobs, states) if state == "paused"]
+            labels = [(RECIPES[key], seed, share) for share in args.label_shares for seed in args.seeds for key in "bd"
+                      if key in args.recipes]
+            states += list(pool.map(lambda job: run_one(*job, args, deadline), labels))
+        paused = [run_name(*job) for job, state in zip(jobs + labels, states) if state == "paused"]
         if paused:
             print(f"paused (run the same command again to go on): {', '.join(paused)}", flush=True)
     records = load_records(args.out)

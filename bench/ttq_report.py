@@ -83,6 +83,20 @@ def conflict_table(runs: list[dict[str, Any]]) -> str:
                            "final EPA"], rows)
 
 
+def label_table(runs: list[dict[str, Any]]) -> str:
+    """Final quality of (b) and (d) per share of the labelled scenarios (the 100% rows are the main runs)."""
+    rows = []
+    for share in sorted({r.get("label_share", 1.0) for r in runs}):
+        for key in ("b", "d"):
+            mine = [r for r in runs if r["recipe"] == key and r.get("label_share", 1.0) == share]
+            if mine:
+                rows.append([f"{share:.0%}", f"({key}) {NAMES[key]}", ", ".join(str(r["seed"]) for r in mine),
+                             *[spread([r["final"].get(m, math.nan) for r in mine]) for m in FINAL_COLUMNS],
+                             spread([r["train_time_s"] for r in mine], 0)])
+    return markdown_table(["labelled scenarios", "recipe", "seeds", "vehicle AP@0.5", "mean AP@0.5", "EPA",
+                           "minADE (m)", "train time (s)"], rows)
+
+
 def headline(rows: list[dict[str, Any]]) -> str:
     mine = [r for r in rows if r["recipe"] == "d"]
     if not mine:
@@ -151,7 +165,12 @@ def plot_conflict(runs: list[dict[str, Any]], path: Path) -> None:
 def write_report(runs: list[dict[str, Any]], out: Path, *, command: str) -> str:
     """Write ``time_to_quality.{json,md}`` and the plots into ``out``; returns the markdown (its last line is the
     headline)."""
+    labelled = [r for r in runs if r.get("label_share", 1.0) != 1.0]
+    runs = [r for r in runs if r.get("label_share", 1.0) == 1.0]
     rows = compare(runs)
+    label_text = (f"Label efficiency: (b) and (d) fine-tuned on a share of the labelled training scenarios ((d)'s "
+                  f"pretraining, and its time, is that of its 100% run of the same seed, which saw every "
+                  f"scenario):\n\n{label_table(runs + labelled)}\n\n") if labelled else ""
     text = (f"Command: `{command}`. Compiled from the {len(runs)} run records in `time_to_quality/runs/` beside "
             f"this file. Medians [min, max] over seeds.\n\n"
             f"Final quality on the held-out validation split, and the cost of each recipe:\n\n{finals_table(runs)}\n\n"
@@ -160,12 +179,13 @@ def write_report(runs: list[dict[str, Any]], out: Path, *, command: str) -> str:
             f"optimizer steps; '-' = never reached:\n\n{ratio_table(rows)}\n\n"
             f"Where the time goes: every stage's steps, training time and automatic end:\n\n{stage_table(runs)}\n\n"
             f"Gradient conflict during fine-tuning (the balancer's statistics, logged for (c) and (d)):\n\n"
-            f"{conflict_table(runs)}\n\n{headline(rows)}\n")
+            f"{conflict_table(runs)}\n\n{label_text}{headline(rows)}\n")
     out.mkdir(parents=True, exist_ok=True)
     (out / "time_to_quality.md").write_text(text)
     (out / "time_to_quality.json").write_text(json.dumps(
         {"command": command, "machine": machine_info(), "comparison": rows,
-         "runs": [{k: v for k, v in r.items() if k not in ("curve", "balancer")} for r in runs]}, indent=1))
+         "runs": [{k: v for k, v in r.items() if k not in ("curve", "balancer")} for r in runs + labelled]},
+        indent=1))
     plot_curves(runs, out / "time_to_quality.png")
     plot_conflict(runs, out / "time_to_quality_conflict.png")
     return text

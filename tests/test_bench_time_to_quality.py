@@ -167,3 +167,40 @@ def test_the_report_is_compiled_from_records_alone(tmp_path):
     assert (tmp_path / "time_to_quality.png").stat().st_size > 10_000
     assert (tmp_path / "time_to_quality_conflict.png").is_file()
     assert json.loads((tmp_path / "time_to_quality.json").read_text())["comparison"][0]["ratio_both"] == 0.5
+
+
+def test_label_runs_fine_tune_on_the_labelled_share_from_the_full_runs_pretraining(tmp_path, monkeypatch):
+    import bench.time_to_quality as ttq
+
+    monkeypatch.setattr(ttq, "labelled_shards", lambda share, args: f"/data/l{share:g}.tar")
+    args = _args(work=tmp_path)
+    config, extra = ttq.label_overrides(RECIPES["b"], 0, 0.1, args)
+    assert config == RECIPES["b"].config and extra == ["stages.joint.train_shards=/data/l0.1.tar"]
+    with pytest.raises(FileNotFoundError, match="turbotrain_s0 first"):
+        ttq.label_overrides(RECIPES["d"], 0, 0.25, args)
+    pretrained = tmp_path / "turbotrain_s0" / "pretrain" / "final.safetensors"
+    pretrained.parent.mkdir(parents=True)
+    pretrained.write_bytes(b"")
+    config, extra = ttq.label_overrides(RECIPES["d"], 0, 0.25, args)
+    assert config == "recipes/multitask.yaml"
+    stage_only = ttq.Recipe("d", "turbotrain", config, ("finetune",))
+    cfg = load_config(config, [*overrides(stage_only, 0, tmp_path / "run", args), *extra])
+    assert list(cfg.stages) == ["finetune"] and cfg.stages["finetune"].init_from == str(pretrained)
+    assert cfg.stages["finetune"].train_shards == "/data/l0.25.tar"
+    assert (cfg.stages["finetune"].until.metric, cfg.stages["finetune"].until.also) == ("EPA", ["AP@0.5"])
+    assert ttq.run_name(RECIPES["d"], 2, 0.25) == "turbotrain_l0.25_s2" and ttq.run_name(RECIPES["d"], 2) == \
+        "turbotrain_s2"
+
+
+def test_the_label_table_sets_the_shares_side_by_side(tmp_path):
+    runs = []
+    for key, share, epa in (("b", 1.0, 0.5), ("d", 1.0, 0.7), ("b", 0.1, 0.2), ("d", 0.1, 0.6)):
+        run = _run(key, 0, [dict(_point(100, 10.0, 0.4, epa), **{"AP@0.5/vehicle": 0.5, "minADE": 1.0})])
+        run.update(name=RECIPES[key].name, wall_time_s=12.0, label_share=share, balancer=[],
+                   final={"AP@0.5": 0.4, "EPA": epa, "AP@0.5/vehicle": 0.5, "minADE": 1.0}, stages=[])
+        runs.append(run)
+    text = write_report(runs, tmp_path, command="test")
+    assert "| 10% | (d) turbotrain | 0 | 0.500 | 0.400 | 0.600 | 1.000 | 10 |" in text
+    assert "| 100% | (b) joint_scratch | 0 | 0.500 | 0.400 | 0.500 | 1.000 | 10 |" in text
+    assert "| (b) joint_scratch | 0 | 100 |" in text and "| (b) joint_scratch | 0 | 100 | 10 | 12 | 0.500 | 0.400 | 0.200" \
+        not in text  # the main table holds only the 100% runs
