@@ -67,7 +67,7 @@ def prepared_batches(samples: Iterable[Sample], data: DataConfig, grid: GridConf
 
 def direct_batches(src: Path, cfg: ConvertConfig, data: DataConfig, grid: GridConfig) -> Iterator[Batch]:
     """Batches built by reading every sample straight from the source files (no caching across samples)."""
-    samples = (build_sample(FrameReader(scn, skip_bad=False, point_cache=0), ego, t, cfg)
+    samples = (build_sample(FrameReader(scn, cfg, skip_bad=False, point_cache=0), ego, t, cfg)
                for scn in scan_split(src) for ego in sorted(scn.agents) if ego_allowed(cfg.mode, ego)
                for t in sample_times(scn, ego, cfg))
     return prepared_batches(samples, data, grid)
