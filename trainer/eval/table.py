@@ -35,6 +35,13 @@ def format_table(metrics: dict[str, float]) -> str:
         for row in [header] + rows:
             lines.append("  ".join(str(cell).rjust(w) for cell, w in zip(row, widths)))
         shown |= {f"AP@{t}" for t in thresholds} | {f"AP@{t}/{c}" for t in thresholds for c in classes}
+    ranged = [k for k in metrics if k.startswith("AP[") and "/" not in k]
+    if ranged:  # AP by distance range (trainer.eval.distance): one line per range, mean over its classes
+        bins = list(dict.fromkeys(k[3:k.index("]")] for k in ranged))
+        for label in bins:
+            cells = [f"@{k.split('@', 1)[1]} {_cell(metrics[k], True)}" for k in ranged if k[3:k.index("]")] == label]
+            lines.append(f"AP {label} (%): " + "  ".join(cells))
+        shown |= set(ranged)
     prediction = [k for k in _PREDICTION_KEYS if k in metrics]
     prediction += sorted(k for k in metrics if k.startswith("EPA/"))
     if prediction:
