@@ -14,9 +14,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from models.config import MODEL_SIZES, model_config
-from trainer.config import REPO_ROOT, TrainConfig
-
-DEFAULT_RECIPE = REPO_ROOT / "recipes" / "turbotrain.yaml"
+from trainer.config import TrainConfig
+from trainer.resources import DEFAULT_RECIPE, resolve_shipped
 
 
 class ConfigError(ValueError):
@@ -90,7 +89,7 @@ def check_derived_keys(stated: DictConfig, merged: DictConfig) -> None:
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
     """The validated config of recipe ``path`` (default: the TurboTrain recipe) with ``overrides``."""
-    recipe = _read_yaml(Path(path) if path else DEFAULT_RECIPE)
+    recipe = _read_yaml(resolve_shipped(path) if path else DEFAULT_RECIPE)
     cli = _parse_overrides(overrides)
     check_stage_overrides(recipe, cli)
     size = OmegaConf.select(OmegaConf.merge(recipe, cli), "model_size", default="tiny")
