@@ -30,24 +30,22 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # running from a checkout without `pip install -e .`
-    sys.path.insert(0, str(REPO_ROOT))
-
-from trainer.data.convert import add_convert_arguments  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout without any install works too
 
 EXIT_BAD_INPUT = 2
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from trainer.data.convert import add_convert_arguments
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="exported .safetensors / .pt, engine checkpoint folder, stage folder or run directory")
-    parser.add_argument("--stage", default=None, help="stage of a run directory (default: its last stage)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="WebDataset shard pattern")
     source.add_argument("--src", type=Path, help="OpenCOOD-layout split folder, converted on the fly")
     parser.add_argument("--out", type=Path, required=True, help="JSON Lines file of the predictions")
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="exported .safetensors / .pt, engine checkpoint folder, stage folder or run directory")
+    parser.add_argument("--stage", default=None, help="stage of a run directory (default: its last stage)")
     parser.add_argument("--npz", type=Path, default=None, help="also write <DIR>/<key>.npz per sample")
     parser.add_argument("--config", type=Path, default=None, help="recipe / run config.yaml (default: the run's)")
     parser.add_argument("--score-threshold", type=float, default=0.1, help="lowest detection score written")

@@ -3,8 +3,8 @@
 
 The wheel is built without build isolation and installed with ``--no-deps`` into a folder that is put first
 on the path of a subprocess started in an empty directory, so the checkout cannot be what it imports; the
-dependencies are this environment's. (A full ``pip install .`` into a fresh virtual environment is what
-docs/INSTALL.md describes; it was checked by hand.)
+dependencies are this environment's. (A full ``pip install .`` into a fresh virtual environment, the README's
+*Installing*, was checked by hand.)
 """
 
 import os
