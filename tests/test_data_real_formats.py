@@ -137,3 +137,17 @@ def test_opv2v_files_need_the_taxonomy_or_a_default_type(tmp_path, capsys):
     assert "car 2 (vehicle)" in capsys.readouterr().out
     sample = next(read_samples([str(tmp_path / "o-000000.tar")]))
     np.testing.assert_allclose(np.unique(sample.points[:, 3]), [0.0, 0.2, 1.0], atol=1e-7)
+
+
+def test_taxonomy_by_name_in_a_recipe_override_and_a_saved_config(tmp_path):
+    from trainer.config_io import ConfigError, load_config, to_yaml
+
+    cfg = load_config(None, ["data.taxonomy=opv2v"])
+    assert [g.name for g in cfg.data.classes] == ["vehicle"] and cfg.model.num_classes == 1
+    assert cfg.eval.class_names == ["vehicle"]
+    (tmp_path / "c.yaml").write_text(to_yaml(cfg))
+    assert load_config(tmp_path / "c.yaml") == cfg  # the saved config restates the classes, equal
+    with pytest.raises(ConfigError, match="differs from taxonomy 'v2x-real'"):
+        load_config(tmp_path / "c.yaml", ["data.taxonomy=v2x-real"])
+    custom = load_config(None, ["data.taxonomy=custom", "data.classes=[{name: car, obj_types: [car]}]"])
+    assert custom.data.drop_obj_types == [] and custom.model.num_classes == 1

@@ -75,7 +75,7 @@ DERIVED_FROM_CLASSES = ("model.num_classes", "eval.class_names")
 def check_derived_keys(stated: DictConfig, merged: DictConfig) -> None:
     """Raise ConfigError where ``stated`` (recipe + overrides) gives a derived key a value that contradicts
     ``data.classes`` of ``merged`` (a saved run config restates them, equal, and loads)."""
-    names = [str(group.name) for group in merged.data.classes]
+    names = [group.name for group in OmegaConf.to_object(merged.data).classes]  # as data.taxonomy resolves them
     derived = {"model.num_classes": len(names), "eval.class_names": names}
     for key in DERIVED_FROM_CLASSES:
         value = OmegaConf.select(stated, key, default=None)
@@ -98,6 +98,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     try:
         schema = OmegaConf.structured(TrainConfig)
         schema.model = OmegaConf.structured(model_config(size))
+        schema.data.classes = schema.data.drop_obj_types = None  # from data.taxonomy unless stated
         merged = OmegaConf.merge(schema, recipe, cli)
         check_derived_keys(OmegaConf.merge(recipe, cli), merged)
         cfg = OmegaConf.to_object(merged)
