@@ -8,7 +8,7 @@ import pytest
 
 from tests.test_eval_fixtures import box, make_batch, make_detections
 from trainer.config_io import ConfigError, load_config
-from trainer.eval import EvalConfig, Evaluator
+from trainer.eval import EvalConfig, Evaluator, format_table
 
 
 def metrics_of(scenes, detections, **config):
@@ -58,6 +58,8 @@ def test_ap_by_distance_range_matches_within_each_range():
     assert m["AP[30-50m]@0.5/car"] == pytest.approx(0.5) and m["AP[30-50m]@0.5"] == pytest.approx(0.5)
     assert math.isnan(m["AP[50m+]@0.5"]) and "AP[50m+]@0.5/car" not in m
     assert "AP[0-30m]@0.5" not in metrics_of(scenes, dets)  # no bins, no range keys
+    table = format_table(m)
+    assert "AP 30-50m (%)" in table and "AP[" not in table  # one table per range, every range key in one
 
 
 def test_vip3d_matches_class_agnostic_by_hungarian_assignment():
