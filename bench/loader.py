@@ -35,39 +35,27 @@ from bench.common import machine_info, markdown_table  # noqa: E402
 from models.batch import Batch  # noqa: E402
 from models.grid import GridConfig  # noqa: E402
 from trainer.data.build import FrameReader, build_sample, ego_allowed, sample_times  # noqa: E402
-from trainer.data.classes import ClassGrouping  # noqa: E402
-from trainer.data.collate import collate_prepared  # noqa: E402
 from trainer.data.config import ConvertConfig, DataConfig  # noqa: E402
 from trainer.data.convert import ConvertSummary, convert  # noqa: E402
 from tests.opencood_fixtures import write_toy_scenario  # noqa: E402
 from trainer.data.loader import build_loader  # noqa: E402
 from trainer.data.opencood import scan_split  # noqa: E402
-from trainer.data.prepare import SamplePreparer  # noqa: E402
 from trainer.data.sample import Sample  # noqa: E402
 from trainer.data.shard_read import read_samples  # noqa: E402
 from trainer.data.synth.config import SynthConfig  # noqa: E402
 from trainer.data.synth.generate import generate_dataset  # noqa: E402
-from trainer.data.voxelize import FrameVoxelizer  # noqa: E402
+from trainer.data.direct_batches import prepared_batches as direct_prepared_batches  # noqa: E402
 
 
 def prepared_batches(samples: Iterable[Sample], data: DataConfig, grid: GridConfig) -> Iterator[Batch]:
     """The work both paths share: prepare each sample, collate (and voxelise) every ``batch_size``,
     the remainder too (as the shard loader's val pass does)."""
-    prep = SamplePreparer(grid, ClassGrouping(data.classes, data.drop_obj_types), max_agents=data.max_agents)
-    voxelizer = FrameVoxelizer(grid)
-    pending = []
-    for sample in samples:
-        pending.append(prep(sample))
-        if len(pending) == data.batch_size:
-            yield collate_prepared(pending, max_agents=data.max_agents, voxelizer=voxelizer)
-            pending = []
-    if pending:
-        yield collate_prepared(pending, max_agents=data.max_agents, voxelizer=voxelizer)
+    return (batch for _, batch in direct_prepared_batches(samples, data, grid))
 
 
 def direct_batches(src: Path, cfg: ConvertConfig, data: DataConfig, grid: GridConfig) -> Iterator[Batch]:
     """Batches built by reading every sample straight from the source files (no caching across samples)."""
-    samples = (build_sample(FrameReader(scn, skip_bad=False, point_cache=0), ego, t, cfg)
+    samples = (build_sample(FrameReader(scn, cfg, skip_bad=False, point_cache=0), ego, t, cfg)
                for scn in scan_split(src) for ego in sorted(scn.agents) if ego_allowed(cfg.mode, ego)
                for t in sample_times(scn, ego, cfg))
     return prepared_batches(samples, data, grid)

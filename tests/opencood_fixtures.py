@@ -17,15 +17,18 @@ from trainer.data.pointio import write_bin, write_pcd
 
 
 def vehicle_entry(location: list[float], yaw_deg: float, *, extent: list[float] | None = None,
-                  center: list[float] | None = None, obj_type: str = "Car") -> dict:
-    """One ``vehicles`` YAML entry (OpenCOOD fields; ``extent`` are half sizes)."""
-    return {
+                  center: list[float] | None = None, obj_type: str | None = "Car") -> dict:
+    """One ``vehicles`` YAML entry (OpenCOOD fields; ``extent`` are half sizes; ``obj_type`` None: no such
+    field, as OPV2V writes them)."""
+    entry = {
         "angle": [0.0, float(yaw_deg), 0.0],
         "center": [float(v) for v in (center or [0.0, 0.0, 0.8])],
         "extent": [float(v) for v in (extent or [2.2, 0.9, 0.8])],
         "location": [float(v) for v in location],
-        "obj_type": obj_type,
     }
+    if obj_type is not None:
+        entry["obj_type"] = obj_type
+    return entry
 
 
 def write_frame(scenario_dir: Path | str, agent_id: int, timestamp: str, *, lidar_pose: list[float],

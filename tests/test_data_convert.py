@@ -91,8 +91,9 @@ def test_converted_object_matches_source_yaml(tmp_path, fmt):
     [("vc", 7, [7, 9, -1, -2]), ("v2v", 7, [7, 9]), ("ic", -1, [-1, 7, 9, -2]), ("i2i", -1, [-1, -2])],
 )
 def test_modes_select_agents_within_range(tmp_path, mode, ego, expected):
-    reader = FrameReader(scan_split(write_tree(tmp_path))[0], skip_bad=False)
-    sample = build_sample(reader, ego, 1, ConvertConfig(mode=mode, **CFG))
+    cfg = ConvertConfig(mode=mode, **CFG)
+    reader = FrameReader(scan_split(write_tree(tmp_path))[0], cfg, skip_bad=False)
+    sample = build_sample(reader, ego, 1, cfg)
     assert sample.meta["agent_ids"] == expected
     assert sample.meta["mode"] == mode
 

@@ -139,7 +139,7 @@ def test_other_schema_version_is_an_error_not_a_skip(shards, tmp_path):
 
 
 def test_unmapped_object_type_is_an_error(shards):
-    cfg = cfg_for(shards[0], classes=[ClassGroup(name="pedestrian", obj_types=["pedestrian"])], drop_obj_types=[])
+    cfg = cfg_for(shards[0], taxonomy="custom", classes=[ClassGroup(name="pedestrian", obj_types=["pedestrian"])])
     with pytest.raises(UnmappedObjectTypeError, match="'car'"):
         list(build_loader(cfg, GRID, split="val", rank=0, world_size=1, seed=0))
 
@@ -149,7 +149,8 @@ def test_class_grouping_default_and_config_validation():
     grouping = ClassGrouping(cfg.classes, cfg.drop_obj_types)
     assert [grouping.class_of(t) for t in ["Car", "Concrete Truck", "pedestrian", "barrier"]] == [0, 2, 1, -1]
     with pytest.raises(ValueError, match="'car' is in both"):
-        DataConfig(classes=[ClassGroup(name="a", obj_types=["car"]), ClassGroup(name="b", obj_types=["car"])])
+        DataConfig(taxonomy="custom", classes=[ClassGroup(name="a", obj_types=["car"]),
+                                               ClassGroup(name="b", obj_types=["car"])])
     with pytest.raises(ValueError, match="batch_size"):
         DataConfig(batch_size=0)
     with pytest.raises(ValueError, match="split must be"):

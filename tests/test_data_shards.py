@@ -46,7 +46,7 @@ def built_directly(src):
     """Every sample of ``src`` from ``build_sample``, in the converter's order (scenario, ego, t)."""
     out = []
     for scn in scan_split(src):
-        reader = FrameReader(scn, skip_bad=False)
+        reader = FrameReader(scn, CFG, skip_bad=False)
         out += [build_sample(reader, ego, t, CFG) for ego in sorted(scn.agents) if ego_allowed(CFG.mode, ego)
                 for t in sample_times(scn, ego, CFG)]
     return out

@@ -55,7 +55,8 @@ def test_bad_overrides_name_the_key(override, message):
 
 
 def test_the_classes_are_stated_once_in_data_classes(tmp_path):
-    two = ["data.classes=[{name: car, obj_types: [car, van, truck]}, {name: person, obj_types: [pedestrian]}]"]
+    two = ["data.taxonomy=custom",
+           "data.classes=[{name: car, obj_types: [car, van, truck]}, {name: person, obj_types: [pedestrian]}]"]
     cfg = load_config(None, two)
     assert cfg.model.num_classes == 2 and cfg.eval.class_names == ["car", "person"]
     path = tmp_path / "config.yaml"

@@ -23,12 +23,12 @@ from trainer.engine.faults import FaultConfig
 from trainer.engine.stage_end import MODES, default_mode
 from trainer.losses.config import TaskLossConfig
 from trainer.pretrain.config import PretrainConfig
+from trainer.resources import resolve_shipped
 from trainer.data.synth.dataset import SyntheticDataConfig
 from trainer.tasks.registry import TASKS
 
 PRECISIONS = ("bf16", "fp16", "fp32")
 ENGINES = ("deepspeed", "plain")
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(kw_only=True)
@@ -94,7 +94,8 @@ class DistributedConfig:
     engine: str = "deepspeed"
     """``deepspeed`` (ZeRO via Accelerate) or ``plain`` (Accelerate without DeepSpeed)."""
     deepspeed_config: str = "ds_configs/zero2.json"
-    """DeepSpeed JSON (relative paths resolve against the working directory, then the repo)."""
+    """DeepSpeed JSON (a relative path resolves against the working directory, then the shipped
+    ``ds_configs/``: ``trainer.resources``)."""
     zero_stage: Optional[int] = None
     """Override of the JSON's ZeRO stage (0-3); None keeps the file's."""
     timeout_s: int = 1800
@@ -109,10 +110,9 @@ class DistributedConfig:
             raise ValueError("distributed.timeout_s must be >= 1")
 
     def deepspeed_config_path(self) -> Path:
-        path = Path(self.deepspeed_config)
-        for candidate in (path, REPO_ROOT / path):
-            if candidate.is_file():
-                return candidate
+        path = resolve_shipped(self.deepspeed_config)
+        if path.is_file():
+            return path
         raise FileNotFoundError(f"distributed.deepspeed_config: no such file {self.deepspeed_config!r}")
 
 

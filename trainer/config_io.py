@@ -14,9 +14,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from models.config import MODEL_SIZES, model_config
-from trainer.config import REPO_ROOT, TrainConfig
-
-DEFAULT_RECIPE = REPO_ROOT / "recipes" / "turbotrain.yaml"
+from trainer.config import TrainConfig
+from trainer.resources import DEFAULT_RECIPE, resolve_shipped
 
 
 class ConfigError(ValueError):
@@ -76,7 +75,7 @@ DERIVED_FROM_CLASSES = ("model.num_classes", "eval.class_names")
 def check_derived_keys(stated: DictConfig, merged: DictConfig) -> None:
     """Raise ConfigError where ``stated`` (recipe + overrides) gives a derived key a value that contradicts
     ``data.classes`` of ``merged`` (a saved run config restates them, equal, and loads)."""
-    names = [str(group.name) for group in merged.data.classes]
+    names = [group.name for group in OmegaConf.to_object(merged.data).classes]  # as data.taxonomy resolves them
     derived = {"model.num_classes": len(names), "eval.class_names": names}
     for key in DERIVED_FROM_CLASSES:
         value = OmegaConf.select(stated, key, default=None)
@@ -90,7 +89,7 @@ def check_derived_keys(stated: DictConfig, merged: DictConfig) -> None:
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
     """The validated config of recipe ``path`` (default: the TurboTrain recipe) with ``overrides``."""
-    recipe = _read_yaml(Path(path) if path else DEFAULT_RECIPE)
+    recipe = _read_yaml(resolve_shipped(path) if path else DEFAULT_RECIPE)
     cli = _parse_overrides(overrides)
     check_stage_overrides(recipe, cli)
     size = OmegaConf.select(OmegaConf.merge(recipe, cli), "model_size", default="tiny")
@@ -99,6 +98,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     try:
         schema = OmegaConf.structured(TrainConfig)
         schema.model = OmegaConf.structured(model_config(size))
+        schema.data.classes = schema.data.drop_obj_types = None  # from data.taxonomy unless stated
         merged = OmegaConf.merge(schema, recipe, cli)
         check_derived_keys(OmegaConf.merge(recipe, cli), merged)
         cfg = OmegaConf.to_object(merged)

@@ -10,9 +10,11 @@ from collections import OrderedDict
 
 import numpy as np
 
+from trainer.data.box_range import boxes_in_range
 from trainer.data.config import ConvertConfig
 from trainer.data.geometry import world_xy_to_bev, wrap_angle
 from trainer.data.opencood import FrameAnnotation, ScenarioFiles, read_frame_points, read_frame_yaml
+from trainer.data.point_clean import clean_points
 from trainer.data.pointio import SourceFormatError
 from trainer.data.sample import SCHEMA_VERSION, V2XPNP_OBJ_TYPES, Sample, frame_key
 
@@ -58,16 +60,20 @@ def select_agents(
 
 
 class FrameReader:
-    """Reads one scenario's YAML (cached) and point files (small LRU), applying the skip-bad policy.
+    """Reads one scenario's YAML (cached) and point files (small LRU), applying the skip-bad policy and
+    ``cfg``'s reading options (default object type, point cleaning).
 
     With ``skip_bad`` a malformed file makes its frame count as missing and is recorded in
-    ``bad_files`` (path -> reason); without it the ``SourceFormatError`` propagates.
+    ``bad_files`` (path -> reason); without it the ``SourceFormatError`` propagates. ``dropped_points``
+    holds, per point file read, the rows cleaning dropped (non-finite, ego footprint).
     """
 
-    def __init__(self, scenario: ScenarioFiles, *, skip_bad: bool, point_cache: int = 64) -> None:
+    def __init__(self, scenario: ScenarioFiles, cfg: ConvertConfig, *, skip_bad: bool, point_cache: int = 64) -> None:
         self.scenario = scenario
+        self.cfg = cfg
         self.skip_bad = skip_bad
         self.bad_files: dict[str, str] = {}
+        self.dropped_points: dict[str, tuple[int, int]] = {}
         self._yaml: dict[tuple[int, str], FrameAnnotation | None] = {}
         self._points: OrderedDict[tuple[int, str], np.ndarray | None] = OrderedDict()
         self._point_cache = point_cache
@@ -86,7 +92,8 @@ class FrameReader:
         key = (agent_id, timestamp)
         if key not in self._yaml:
             files = self.scenario.agents[agent_id].yaml_files
-            self._yaml[key] = self._guard(read_frame_yaml, files[timestamp]) if timestamp in files else None
+            self._yaml[key] = self._guard(read_frame_yaml, files[timestamp], self.cfg.default_obj_type) \
+                if timestamp in files else None
         return self._yaml[key]
 
     def points(self, agent_id: int, timestamp: str) -> np.ndarray | None:
@@ -96,6 +103,11 @@ class FrameReader:
             self._points.move_to_end(key)
             return self._points[key]
         pts = self._guard(read_frame_points, self.scenario.agents[agent_id], timestamp)
+        if pts is not None:
+            cleaned = clean_points(pts, zero_intensity=self.cfg.zero_intensity, mask_ego_points=self.cfg.mask_ego_points)
+            self.dropped_points[str(self.scenario.agents[agent_id].point_files[timestamp])] = (cleaned.nonfinite,
+                                                                                            cleaned.ego)
+            pts = cleaned.points
         self._points[key] = pts
         if len(self._points) > self._point_cache:
             self._points.popitem(last=False)
@@ -164,23 +176,21 @@ def build_sample(reader: FrameReader, ego_id: int, t: int, cfg: ConvertConfig) -
                 objects[oid] = obj
     ids = list(objects)
     centers = np.array([objects[i].center for i in ids], dtype=np.float64).reshape(-1, 3)
-    xy = world_xy_to_bev(centers[:, :2], ego_pose)
-    x0, y0, x1, y1 = cfg.target_range
-    keep = (xy[:, 0] >= x0) & (xy[:, 0] < x1) & (xy[:, 1] >= y0) & (xy[:, 1] < y1)
+    all_boxes = np.zeros((len(ids), 7), dtype=np.float64)
+    if ids:
+        all_boxes[:, :2] = world_xy_to_bev(centers[:, :2], ego_pose)
+        all_boxes[:, 2] = centers[:, 2] - ego_pose[2]
+        all_boxes[:, 3:6] = [objects[i].size for i in ids]
+        all_boxes[:, 6] = wrap_angle(np.radians([objects[i].yaw_deg - ego_pose[4] for i in ids]))
+    keep = boxes_in_range(all_boxes, cfg.target_range, cfg.box_range_rule)
     ids = [i for i, k in zip(ids, keep) if k]
-    xy, centers = xy[keep], centers[keep]
+    boxes = all_boxes[keep].astype(np.float32)
 
     type_names = list(V2XPNP_OBJ_TYPES)
     for i in ids:
         if objects[i].obj_type not in type_names:
             type_names.append(objects[i].obj_type)
     m = len(ids)
-    boxes = np.zeros((m, 7), dtype=np.float32)
-    if m:
-        boxes[:, :2] = xy
-        boxes[:, 2] = centers[:, 2] - ego_pose[2]
-        boxes[:, 3:6] = [objects[i].size for i in ids]
-        boxes[:, 6] = wrap_angle(np.radians([objects[i].yaw_deg - ego_pose[4] for i in ids]))
 
     lookup_order = agents + sorted(a for a in scn.agents if a not in agents)
     fut_idx = [t + (j + 1) * cfg.future_stride for j in range(cfg.future)]

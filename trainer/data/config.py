@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from trainer.data.sample import MODES
+from trainer.data.box_range import RANGE_RULES
+from trainer.data.sample import MODES, normalise_obj_type
+from trainer.data.taxonomy import CUSTOM, DROP_ALL_OTHERS, taxonomy
 
 
 @dataclass(kw_only=True)
@@ -36,6 +38,20 @@ class ConvertConfig:
     """[x_min, y_min, x_max, y_max] of the boxes kept, ego BEV frame at t."""
     raw_rate_hz: float = 10.0
     """Frame rate of the source."""
+    box_range_rule: str = "centre"
+    """How ``target_range`` keeps a box (``trainer.data.box_range``): ``centre`` (its centre inside; the
+    default), ``all_corners`` (OpenCOOD) or ``any_corner`` (V2X-Real)."""
+    taxonomy: str = "v2xpnp"
+    """Built-in taxonomy (``trainer.data.taxonomy``) the conversion report checks the object types against,
+    and whose ``default_obj_type`` applies; ``custom`` checks nothing."""
+    default_obj_type: Optional[str] = None
+    """Type of a YAML entry without ``obj_type``; None: the taxonomy's (``opv2v``: car), else such an entry is
+    a malformed file."""
+    zero_intensity: bool = False
+    """Write every point's intensity as 0 (V2X-Real loads its clouds so)."""
+    mask_ego_points: bool = False
+    """Drop each agent's points inside its own footprint (``trainer.data.point_clean.EGO_BOX``, sensor
+    frame), as OpenCOOD and V2X-Real do."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -50,6 +66,14 @@ class ConvertConfig:
         r = list(self.target_range)
         if len(r) != 4 or not (r[0] < r[2] and r[1] < r[3]):
             raise ValueError(f"target_range must be [x_min, y_min, x_max, y_max], got {r}")
+        if self.box_range_rule not in RANGE_RULES:
+            raise ValueError(f"box_range_rule must be one of {RANGE_RULES}, got {self.box_range_rule!r}")
+        if self.taxonomy != CUSTOM:
+            default = taxonomy(self.taxonomy).default_obj_type  # raises on an unknown name
+            if self.default_obj_type is None:
+                self.default_obj_type = default
+        if self.default_obj_type is not None and not normalise_obj_type(self.default_obj_type):
+            raise ValueError(f"default_obj_type must name a type, got {self.default_obj_type!r}")
 
 
 @dataclass(kw_only=True)
@@ -62,12 +86,10 @@ class ClassGroup:
     """Normalised V2XPnP types (see ``sample.V2XPNP_OBJ_TYPES``) mapped to this class."""
 
 
-def _v2x_real_groups() -> list[ClassGroup]:
-    return [
-        ClassGroup(name="vehicle", obj_types=["car", "van", "motorcycle"]),
-        ClassGroup(name="pedestrian", obj_types=["pedestrian", "bicycle", "scooter"]),
-        ClassGroup(name="truck", obj_types=["truck", "bus", "concretetruck"]),
-    ]
+def taxonomy_groups(name: str) -> tuple[list[ClassGroup], list[str]]:
+    """The classes and dropped types of built-in taxonomy ``name`` (``trainer.data.taxonomy``)."""
+    tax = taxonomy(name)
+    return [ClassGroup(name=c, obj_types=list(types)) for c, types in tax.classes], list(tax.drop)
 
 
 @dataclass(kw_only=True)
@@ -115,10 +137,15 @@ class DataConfig:
     """Validation samples over all ranks (fixed count per rank); None = one plain pass (1 rank only)."""
     max_agents: int = 4
     """Agent slots A in a batch; samples with more agents keep the first max_agents."""
-    classes: list[ClassGroup] = field(default_factory=_v2x_real_groups)
-    """Training classes (index = position) and the object types grouped into each."""
-    drop_obj_types: list[str] = field(default_factory=lambda: ["barrier"])
-    """Object types dropped on purpose; a type neither grouped nor dropped is an error."""
+    taxonomy: str = "v2xpnp"
+    """Built-in class taxonomy (``trainer.data.taxonomy.TAXONOMIES``: ``v2xpnp``, ``v2x-real``, ``opv2v``) that
+    gives ``classes`` and ``drop_obj_types``, or ``custom`` to give them by hand."""
+    classes: Optional[list[ClassGroup]] = None
+    """Training classes (index = position) and the object types grouped into each; None: the taxonomy's
+    (any other value needs ``taxonomy=custom`` unless it equals the taxonomy's)."""
+    drop_obj_types: Optional[list[str]] = None
+    """Object types dropped on purpose (``"*"``: every type no class groups); a type neither grouped nor
+    dropped is an error. None: the taxonomy's."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     """Training augmentation."""
 
@@ -130,6 +157,7 @@ class DataConfig:
             raise ValueError("num_workers and shuffle_buffer must be >= 0")
         if self.val_samples is not None and self.val_samples < 1:
             raise ValueError(f"val_samples must be >= 1 or None, got {self.val_samples}")
+        self._resolve_taxonomy()
         if not self.classes:
             raise ValueError("classes must name at least one training class")
         seen: dict[str, str] = {}
@@ -141,3 +169,26 @@ class DataConfig:
         both = sorted(set(seen) & set(self.drop_obj_types))
         if both:
             raise ValueError(f"drop_obj_types {both} are also grouped into classes")
+
+    def _resolve_taxonomy(self) -> None:
+        """Fill ``classes`` / ``drop_obj_types`` from ``taxonomy``; given ones must agree unless it is custom."""
+        if self.taxonomy == CUSTOM:
+            if self.classes is None:
+                raise ValueError("data.taxonomy=custom needs data.classes (and data.drop_obj_types, default none)")
+            self.drop_obj_types = list(self.drop_obj_types or [])
+            return
+        try:
+            classes, drop = taxonomy_groups(self.taxonomy)
+        except ValueError as err:
+            raise ValueError(f"data.taxonomy: {err}, or {CUSTOM}") from err
+        for key, given, built_in in (("classes", self.classes, classes), ("drop_obj_types", self.drop_obj_types, drop)):
+            if given is not None and _plain(given) != _plain(built_in):
+                raise ValueError(f"data.{key} differs from taxonomy {self.taxonomy!r}'s; set data.taxonomy={CUSTOM} "
+                                 f"to group object types yourself, or leave data.{key} out")
+        self.classes, self.drop_obj_types = classes, drop
+
+
+def _plain(value: list) -> list:
+    """Class groups / type lists as comparable plain lists of normalised names."""
+    return [(g.name, [normalise_obj_type(t) for t in g.obj_types]) if isinstance(g, ClassGroup)
+            else normalise_obj_type(g) if g != DROP_ALL_OTHERS else g for g in value]

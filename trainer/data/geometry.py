@@ -117,3 +117,14 @@ def sensor_to_bev(points: np.ndarray, pose: np.ndarray, z_ref: float, *, dtype=n
 def wrap_angle(angle: np.ndarray | float) -> np.ndarray | float:
     """Angles (radians) wrapped to [-pi, pi)."""
     return (np.asarray(angle) + np.pi) % (2.0 * np.pi) - np.pi
+
+
+def box_corners_xy(boxes: np.ndarray) -> np.ndarray:
+    """[K, 4, 2] BEV corners of boxes [K, 7] (x, y, z, l, w, h, yaw), counter-clockwise."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
+    signs = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], dtype=np.float64)
+    local = signs[None] * (boxes[:, None, 3:5] / 2.0)
+    c, s = np.cos(boxes[:, 6])[:, None], np.sin(boxes[:, 6])[:, None]
+    x = c * local[..., 0] - s * local[..., 1] + boxes[:, None, 0]
+    y = s * local[..., 0] + c * local[..., 1] + boxes[:, None, 1]
+    return np.stack([x, y], axis=-1)

@@ -120,8 +120,11 @@ def _vector(path: Path, value: object, what: str, length: int) -> tuple[float, .
     return out
 
 
-def parse_frame(path: Path, data: object) -> FrameAnnotation:
-    """Validate a parsed YAML document and turn it into a ``FrameAnnotation``."""
+def parse_frame(path: Path, data: object, default_obj_type: str | None = None) -> FrameAnnotation:
+    """Validate a parsed YAML document and turn it into a ``FrameAnnotation``.
+
+    An entry without ``obj_type`` gets ``default_obj_type``; with None that is a ``SourceFormatError``.
+    """
     if not isinstance(data, dict):
         raise SourceFormatError(path, f"top level must be a mapping, got {type(data).__name__}")
     if "lidar_pose" not in data:
@@ -148,23 +151,29 @@ def parse_frame(path: Path, data: object) -> FrameAnnotation:
         location = _vector(path, ann["location"], f"{where}.location", 3)
         if min(extent) < 0:
             raise SourceFormatError(path, f"{where}.extent has a negative half size {extent}")
+        obj_type = ann.get("obj_type", default_obj_type)
+        if obj_type is None:
+            raise SourceFormatError(path, f"{where} has no obj_type; if the dataset writes none (OPV2V, V2XSet), "
+                                          "convert with --taxonomy opv2v or --default-obj-type car")
+        if not isinstance(obj_type, str) or not normalise_obj_type(obj_type):
+            raise SourceFormatError(path, f"{where}.obj_type must be a type name, got {obj_type!r}")
         objects[oid] = ObjectAnnotation(
             center=tuple(l + c for l, c in zip(location, offset)),  # type: ignore[arg-type]
             size=tuple(2.0 * e for e in extent),  # type: ignore[arg-type]
             yaw_deg=angle[1],
-            obj_type=normalise_obj_type(ann.get("obj_type", "car")),
+            obj_type=normalise_obj_type(obj_type),
         )
     return FrameAnnotation(lidar_pose=pose, objects=objects)
 
 
-def read_frame_yaml(path: Path) -> FrameAnnotation:
-    """Read and validate one per-frame YAML."""
+def read_frame_yaml(path: Path, default_obj_type: str | None = None) -> FrameAnnotation:
+    """Read and validate one per-frame YAML (``default_obj_type``: see ``parse_frame``)."""
     try:
         with open(path, "rb") as f:
             data = yaml.load(f, Loader=_YAML_LOADER)
     except yaml.YAMLError as exn:
         raise SourceFormatError(path, f"invalid YAML ({str(exn).splitlines()[0]})") from exn
-    return parse_frame(path, data)
+    return parse_frame(path, data, default_obj_type)
 
 
 def read_frame_points(agent: AgentFrames, timestamp: str) -> np.ndarray:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def greedy_match(scores: np.ndarray, affinity: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+def greedy_match(scores: np.ndarray, affinity: np.ndarray, allowed: np.ndarray, *,
+                 sort_kind: str = "stable") -> np.ndarray:
     """Match detections to ground truth greedily, highest score first.
 
-    Each detection in descending score order (ties keep input order) takes the still-unmatched
+    Each detection in descending score order (``np.argsort`` ``sort_kind``: ``stable`` keeps input order on
+    ties) takes the still-unmatched
     ground truth with the highest ``affinity`` among those ``allowed`` for it, or stays unmatched.
 
     scores: [N]; affinity: [N, M] (higher is better, e.g. IoU or minus centre distance);
@@ -23,7 +25,7 @@ def greedy_match(scores: np.ndarray, affinity: np.ndarray, allowed: np.ndarray) 
     if affinity.shape[1] == 0:
         return matched
     free = np.ones(affinity.shape[1], dtype=bool)
-    for det in np.argsort(-scores, kind="stable"):
+    for det in np.argsort(-scores, kind=sort_kind):
         candidates = allowed[det] & free
         if not candidates.any():
             continue
@@ -36,3 +38,22 @@ def greedy_match(scores: np.ndarray, affinity: np.ndarray, allowed: np.ndarray) 
 def class_compatible(det_labels: np.ndarray, gt_labels: np.ndarray) -> np.ndarray:
     """[N] and [M] class indices -> [N, M] bool, True where the classes agree."""
     return np.asarray(det_labels)[:, None] == np.asarray(gt_labels)[None, :]
+
+
+def hungarian_match(distance: np.ndarray, max_distance: float) -> np.ndarray:
+    """ViP3D's assignment: one optimal assignment of detections to ground truth on ``distance``, pairs farther
+    than ``max_distance`` costing 10000 (so the most pairs within it win), then pairs farther dropped.
+
+    distance: [N, M] metres -> [N] int64 matched GT index, -1 if none.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    distance = np.asarray(distance, dtype=np.float64)
+    matched = np.full(distance.shape[0], -1, dtype=np.int64)
+    if distance.size == 0:
+        return matched
+    cost = np.where(distance > max_distance, 10000.0, distance)
+    rows, cols = linear_sum_assignment(cost)
+    keep = cost[rows, cols] <= max_distance
+    matched[rows[keep]] = cols[keep]
+    return matched

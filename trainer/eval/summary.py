@@ -6,6 +6,7 @@ import numpy as np
 
 from trainer.eval.ap import average_precision
 from trainer.eval.config import EvalConfig
+from trainer.eval.distance import summarize_distance_ap
 from trainer.eval.prediction import summarize_prediction
 from trainer.eval.records import FrameRecord
 
@@ -39,7 +40,7 @@ def summarize_records(records: list[FrameRecord], config: EvalConfig) -> dict[st
             ap = average_precision(
                 [r.det_scores[p] for r, p in zip(records, picks)],
                 [r.det_tp[t_index][p] for r, p in zip(records, picks)],
-                num_gt,
+                num_gt, global_sort=config.ap_rules.global_sort, sort_kind=config.ap_rules.sort_kind,
             )
             metrics[ap_key(threshold, name)] = ap
             class_aps.append(ap)
@@ -50,9 +51,10 @@ def summarize_records(records: list[FrameRecord], config: EvalConfig) -> dict[st
     min_fde = _concat([r.pred_min_fde for r in records], np.float64)
     fp_labels = _concat([r.pred_fp_labels for r in records], np.int64)
     pred_gt_labels = _concat([r.pred_gt_labels for r in records], np.int64)
+    empty_is_zero = config.pred_rules.empty_is_zero
     pooled = summarize_prediction(
         min_ade, min_fde, int(fp_labels.size), int(pred_gt_labels.size),
-        miss_threshold=config.miss_threshold, fp_weight=config.epa_fp_weight,
+        miss_threshold=config.miss_threshold, fp_weight=config.epa_fp_weight, empty_is_zero=empty_is_zero,
     )
     metrics.update(minADE=pooled.min_ade, minFDE=pooled.min_fde, MR=pooled.miss_rate, EPA=pooled.epa)
     for c, name in enumerate(config.class_names):
@@ -62,9 +64,10 @@ def summarize_records(records: list[FrameRecord], config: EvalConfig) -> dict[st
         pick = pred_labels == c
         per_class = summarize_prediction(
             min_ade[pick], min_fde[pick], int((fp_labels == c).sum()), num_pred_gt,
-            miss_threshold=config.miss_threshold, fp_weight=config.epa_fp_weight,
+            miss_threshold=config.miss_threshold, fp_weight=config.epa_fp_weight, empty_is_zero=empty_is_zero,
         )
         metrics[f"EPA/{name}"] = per_class.epa
+    metrics.update(summarize_distance_ap(records, config))
     metrics.update(
         num_frames=len(records),
         num_gt=int(gt_labels.size),

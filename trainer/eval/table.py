@@ -16,25 +16,35 @@ def _cell(value: float | None, percent: bool) -> str:
     return f"{100 * value:.1f}" if percent else f"{value:.3f}"
 
 
+def _ap_table(metrics: dict[str, float], prefix: str, shown: set[str]) -> list[str]:
+    """Lines of the AP table of keys ``<prefix>@<t>[/<class>]`` (classes x thresholds, then the mean row);
+    the keys drawn are added to ``shown``."""
+    keys = [key for key in metrics if key.startswith(f"{prefix}@")]
+    thresholds = sorted({key.split("/")[0][len(prefix) + 1:] for key in keys}, key=float)
+    classes = list(dict.fromkeys(key.split("/", 1)[1] for key in keys if "/" in key))
+    if not thresholds:
+        return []
+    header = [f"{prefix} (%)".replace("[", " ").replace("]", "")] + [f"@{t}" for t in thresholds]
+    rows = [[name] + [_cell(metrics.get(f"{prefix}@{t}/{name}"), True) for t in thresholds] for name in classes]
+    rows.append([f"mean of {len(classes)}"] + [_cell(metrics.get(f"{prefix}@{t}"), True) for t in thresholds])
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    shown |= {f"{prefix}@{t}" for t in thresholds} | {f"{prefix}@{t}/{c}" for t in thresholds for c in classes}
+    return ["  ".join(str(cell).rjust(w) for cell, w in zip(row, widths)) for row in [header] + rows]
+
+
 def format_table(metrics: dict[str, float]) -> str:
     """Render :func:`trainer.eval.summary.summarize_records` output as a small text table.
 
     AP and rate metrics (MR, EPA) are shown in percent, minADE / minFDE in metres. The ``mean of N`` row
-    is the unweighted mean of the N per-class APs above it (the classes with ground truth). Keys it does not
+    is the unweighted mean of the N per-class APs above it (the classes with ground truth); AP by distance
+    range gets one such table per range. Keys it does not
     know are listed at the end unchanged, so nothing is hidden.
     """
-    thresholds = sorted({key.split("/")[0][3:] for key in metrics if key.startswith("AP@")}, key=float)
-    classes = list(dict.fromkeys(key.split("/", 1)[1] for key in metrics if key.startswith("AP@") and "/" in key))
     shown: set[str] = set()
     lines: list[str] = []
-    if thresholds:
-        header = ["AP (%)"] + [f"@{t}" for t in thresholds]
-        rows = [[name] + [_cell(metrics.get(f"AP@{t}/{name}"), True) for t in thresholds] for name in classes]
-        rows.append([f"mean of {len(classes)}"] + [_cell(metrics.get(f"AP@{t}"), True) for t in thresholds])
-        widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-        for row in [header] + rows:
-            lines.append("  ".join(str(cell).rjust(w) for cell, w in zip(row, widths)))
-        shown |= {f"AP@{t}" for t in thresholds} | {f"AP@{t}/{c}" for t in thresholds for c in classes}
+    # the overall AP table, then one per distance range (trainer.eval.distance: keys AP[<range>]@<t>)
+    for prefix in ["AP"] + list(dict.fromkeys(k.split("@", 1)[0] for k in metrics if k.startswith("AP["))):
+        lines += _ap_table(metrics, prefix, shown)
     prediction = [k for k in _PREDICTION_KEYS if k in metrics]
     prediction += sorted(k for k in metrics if k.startswith("EPA/"))
     if prediction:

@@ -28,9 +28,9 @@ def write_run_pictures(run_dir: Path, cfg: TrainConfig, *, num_samples: int) -> 
         return written
     name = detecting[-1]
     model, _ = load_exported(final_weights(run_dir / name))
-    predict = make_predictor(model, stage=cfg.stages[name], score_threshold=cfg.eval.pred_score_threshold)
+    predict = make_predictor(model, stage=cfg.stages[name], score_threshold=cfg.eval.score_cut)
     loader = build_loader(cfg.data, cfg.model.grid, split="val", rank=0, world_size=1, seed=cfg.run.seed)
-    plot = BevPlotConfig(score_threshold=cfg.eval.pred_score_threshold)
+    plot = BevPlotConfig(score_threshold=cfg.eval.score_cut)
     written += render_samples(loader, run_dir / SAMPLES_DIR, grid=cfg.model.grid, predict=predict, config=plot,
                               max_samples=num_samples)
     return written

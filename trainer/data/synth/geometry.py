@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainer.data.geometry import wrap_angle, x_to_world
+from trainer.data.geometry import box_corners_xy, wrap_angle, x_to_world
 
 __all__ = ["box_corners_xy", "world_to_local_xy", "wrap_angle", "x_to_world"]
 
@@ -14,14 +14,3 @@ def world_to_local_xy(points_xy: np.ndarray, origin_xy: np.ndarray, yaw: float) 
     c, s = np.cos(yaw), np.sin(yaw)
     d = np.asarray(points_xy, dtype=np.float64) - np.asarray(origin_xy, dtype=np.float64)
     return np.stack([c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1]], axis=-1)
-
-
-def box_corners_xy(boxes: np.ndarray) -> np.ndarray:
-    """[K, 4, 2] BEV corners of boxes [K, 7] (x, y, z, l, w, h, yaw), counter-clockwise."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
-    signs = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], dtype=np.float64)
-    local = signs[None] * (boxes[:, None, 3:5] / 2.0)
-    c, s = np.cos(boxes[:, 6])[:, None], np.sin(boxes[:, 6])[:, None]
-    x = c * local[..., 0] - s * local[..., 1] + boxes[:, None, 0]
-    y = s * local[..., 0] + c * local[..., 1] + boxes[:, None, 1]
-    return np.stack([x, y], axis=-1)
