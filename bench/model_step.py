@@ -1,7 +1,7 @@
 """Parameters and forward + backward step time of the model per size, measured side by side in one run.
 
     python3 bench/model_step.py --sizes tiny small --repeats 9 --out docs/results [--device cuda] [--bf16]
-        [--without-refinement]
+        [--without-refinement] [--with-track]
 
 Scenes come from ``tests/batch_factory.py`` (2 scenes x 3 agents x history frames by default). The sizes are
 measured in interleaved rounds (one step of each size per round, after a warm-up step each), so a load
@@ -47,15 +47,18 @@ def one_step(model: V2XModel, batch: Batch, *, device: str, bf16: bool) -> float
     return time.perf_counter() - start
 
 
-def variants(sizes: list[str], *, without_refinement: bool) -> list[tuple[str, ModelConfig]]:
-    """(label, config) per size, plus ``<size> w/o refinement`` after each size that has a point refinement
-    when ``without_refinement``."""
+def variants(sizes: list[str], *, without_refinement: bool, with_track: bool = False) -> list[tuple[str, ModelConfig]]:
+    """(label, config) per size, plus ``<size> w/o refinement`` after each size that has a point refinement when
+    ``without_refinement``, and ``<size> with track`` (``model.track_decoder``) after each that has a point
+    refinement and no track decoder when ``with_track``."""
     out = []
     for size in sizes:
         config = model_config(size)
         out.append((size, config))
         if without_refinement and config.refine_points:
-            out.append((f"{size} w/o refinement", dataclasses.replace(config, refine_points=0)))
+            out.append((f"{size} w/o refinement", dataclasses.replace(config, refine_points=0, track_decoder=False)))
+        if with_track and config.refine_points and not config.track_decoder:
+            out.append((f"{size} with track", dataclasses.replace(config, track_decoder=True)))
     return out
 
 
@@ -93,12 +96,14 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast around forward + loss")
     parser.add_argument("--without-refinement", action="store_true",
                         help="also measure each size that has a point refinement without it")
+    parser.add_argument("--with-track", action="store_true",
+                        help="also measure each size that has a point refinement with the track decoder")
     parser.add_argument("--out", type=Path, default=None,
                         help="also write model_step.{json,md} here (e.g. docs/results)")
     args = parser.parse_args()
     if args.repeats < 1 or args.scenes < 1 or args.agents < 1:
         parser.error("--repeats, --scenes and --agents must be >= 1")
-    results = measure(variants(args.sizes, without_refinement=args.without_refinement), scenes=args.scenes, agents=args.agents, repeats=args.repeats, device=args.device,
+    results = measure(variants(args.sizes, without_refinement=args.without_refinement, with_track=args.with_track), scenes=args.scenes, agents=args.agents, repeats=args.repeats, device=args.device,
                       bf16=args.bf16)
     first = results[0]["median_s"]
     for r in results:
