@@ -17,6 +17,9 @@ def test_measure_interleaves_sizes_and_reports_their_parameters():
     assert all(len(r["times_s"]) == 2 and r["min_s"] <= r["median_s"] <= r["max_s"] for r in results)
     assert tiny["encoder_params"] < tiny["params"] < plain["params"]  # small: wider BEV and heads
     assert tiny["bev_cells"] == small["bev_cells"] == "40 x 40 @ 1.6 m" and tiny["voxels"] == small["voxels"] > 0
+    tracked = variants(["tiny", "small"], without_refinement=False, with_track=True)
+    assert [label for label, _ in tracked] == ["tiny", "small", "small with track"]
+    assert tracked[2][1].track_decoder and not tracked[1][1].track_decoder
 
 
 def test_main_writes_the_table(tmp_path, monkeypatch):
