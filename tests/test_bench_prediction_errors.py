@@ -56,3 +56,23 @@ def test_object_rows_score_the_best_mode_and_the_oracles():
     assert summary["gt"] == 3 and summary["matched"] == pytest.approx(2 / 3)
     assert summary["MR"] == pytest.approx(0.5) and summary["misses_mostly_along"] in (0.0, 1.0)
     assert summary["oracle_ctrv_MR"] == pytest.approx(0.0)
+
+
+def test_the_track_oracle_learns_from_true_tracks_and_scores_the_matched_objects():
+    from bench.prediction_errors import fit_track_oracle, true_tracks
+
+    config = model_config("tiny")
+    batches = [make_batch(config, num_scenes=2, agents=1, max_agents=1, num_objects=4, seed=s, ground_points=10,
+                          points_per_object=4) for s in range(3)]
+    past, future, boxes, labels, usable = true_tracks(batches[0], 0)
+    assert past.shape == (4, config.history - 1, 2) and future.shape == (4, config.future_steps, 2)
+    assert torch.allclose(past[:, -1].norm(dim=-1), (batches[0].gt_past[0, :, -2] - boxes[:, :2]).norm(dim=-1))
+    oracle = fit_track_oracle(batches, num_classes=3, num_modes=2, iters=200)
+    batch = batches[0]
+    mask = batch.gt_mask[0]
+    det = SceneDetections(boxes=batch.gt_boxes[0][mask], scores=torch.full((int(mask.sum()),), 0.9),
+                          labels=batch.gt_classes[0][mask], trajectories=batch.gt_future[0][mask][:, None],
+                          mode_scores=torch.ones(int(mask.sum()), 1))
+    rows = object_rows([det], batch, score=0.3, radius=2.0, step_s=0.5, track_oracle=oracle)
+    assert all(r["matched"] and np.isfinite(r["track_oracle_fde"]) for r in rows)
+    assert not math.isnan(summarise(rows, "all", miss=2.0)["oracle_track_MR"])
