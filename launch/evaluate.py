@@ -104,6 +104,12 @@ def json_safe(metrics: dict[str, float]) -> dict[str, float | None]:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
 
 
+def evaluated_conditions(cfg: Any) -> dict[str, Any]:
+    """The cooperation settings an evaluation ran under (``eval.fusion``, ``comm``, ``pose_noise``, ``latency``)."""
+    return {"fusion": cfg.eval.fusion, **{name: dataclasses.asdict(getattr(cfg.eval, name))
+                                          for name in ("comm", "pose_noise", "latency")}}
+
+
 def evaluate(args: argparse.Namespace, *, rank: int, world_size: int) -> tuple[dict[str, Any], dict[str, float]]:
     """Load, check and evaluate: (what was evaluated, metrics), identical on every rank.
 
@@ -113,7 +119,7 @@ def evaluate(args: argparse.Namespace, *, rank: int, world_size: int) -> tuple[d
     from trainer.data.data_errors import FATAL_DATA_ERRORS, fatal_data_message
     from trainer.data.loader import NoReadableSampleError, build_loader
     from trainer.data.url_policy import allow_command_urls, check_shard_spec, command_urls_permitted
-    from trainer.eval.model_eval import evaluate_model
+    from trainer.eval.model_eval import evaluation_conditions, run_evaluation
 
     setup = load_for_inference(args.checkpoint, stage=args.stage, config=args.config, overrides=args.overrides)
     cfg = setup.cfg
@@ -134,15 +140,15 @@ def evaluate(args: argparse.Namespace, *, rank: int, world_size: int) -> tuple[d
                               f"same number of batches; repeated samples count once)")
     try:
         batches = build_loader(cfg.data, cfg.model.grid, split="val", rank=rank, world_size=world_size,
-                               seed=cfg.run.seed)
+                               seed=cfg.run.seed, conditions=evaluation_conditions(cfg))
     except ValueError as err:
         raise CheckpointError(f"data: {err}") from err
     device = inference_device()
     gather = FailureAwareGather() if world_size > 1 else None
     try:
         try:
-            metrics = evaluate_model(setup.model.to(device), batches, cfg, device=device, stage=setup.stage,
-                                     gather=gather, max_batches=args.max_batches)
+            result = run_evaluation(setup.model.to(device), batches, cfg, device=device, stage=setup.stage,
+                                    gather=gather, max_batches=args.max_batches)
         except (*FATAL_DATA_ERRORS, NoReadableSampleError) as err:  # possibly from a DataLoader worker
             raise CheckpointError(f"data: {fatal_data_message(err)}") from err
     except Exception as err:
@@ -151,11 +157,12 @@ def evaluate(args: argparse.Namespace, *, rank: int, world_size: int) -> tuple[d
 
             gather_objects(RankFailed(rank, f"{type(err).__name__}: {err}", isinstance(err, CheckpointError)))
         raise
-    if not metrics.get("num_frames"):
+    if not result.metrics.get("num_frames"):
         raise CheckpointError(f"data {cfg.data.val_shards} produced no samples to evaluate")
     source = {"checkpoint": str(setup.resolved.path), "kind": setup.resolved.kind, "stage": setup.resolved.stage,
-              "data": cfg.data.val_shards, "processes": world_size}
-    return source, metrics
+              "data": cfg.data.val_shards, "processes": world_size, "conditions": evaluated_conditions(cfg),
+              "communication": [record.as_json() for record in result.messages]}
+    return source, result.metrics
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stage = f", stage {source['stage']}" if source["stage"] else ""
     print(f"evaluated {source['checkpoint']} ({source['kind']}{stage}) on {source['data']} "
-          f"with {world_size} process(es)")
+          f"with {world_size} process(es), fusion {source['conditions']['fusion']}")
     print(format_table(metrics))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,9 @@ from models.detections import SceneDetections
 from models.output import ModelOutput
 from models.warp import sample_at_points
 
+NMS_RADIUS_M = 2.0
+"""Default suppression radius (metres) of the per-class circle NMS (decoding, and late fusion's merge)."""
+
 
 def circle_nms(centres: Tensor, scores: Tensor, radius: Tensor) -> Tensor:
     """Greedy non-maximum suppression by centre distance.
@@ -34,13 +37,24 @@ def circle_nms(centres: Tensor, scores: Tensor, radius: Tensor) -> Tensor:
     return order[torch.tensor(keep, dtype=torch.long, device=centres.device)]
 
 
+def class_nms(boxes: Tensor, scores: Tensor, labels: Tensor, radii: Tensor) -> Tensor:
+    """Circle NMS within each class: boxes [N, >= 2] (x, y first), scores [N], labels [N], radii [K] per class
+    -> int64 indices of the kept boxes, highest score first."""
+    kept = []
+    for cls in labels.unique():
+        members = (labels == cls).nonzero().squeeze(1)
+        kept.append(members[circle_nms(boxes[members, :2], scores[members], radii[cls].expand(len(members)))])
+    order = torch.cat(kept) if kept else labels.new_zeros(0)
+    return order[scores[order].argsort(descending=True)]
+
+
 def rectify_scores(scores: Tensor, iou: Tensor, alpha: float) -> Tensor:
     """IoU-aware scoring (AFDetV2): ``scores^(1 - alpha) * iou^alpha``; scores, iou in [0, 1], same shape."""
     return scores.pow(1.0 - alpha) * iou.clamp_min(0).pow(alpha)
 
 
 def decode_detections(output: ModelOutput, geometry: BevGeometry, *, score_threshold: float = 0.1,
-                      max_detections: int = 100, nms_radius: list[float] | float = 2.0,
+                      max_detections: int = 100, nms_radius: list[float] | float = NMS_RADIUS_M,
                       iou_rectifier: float = 0.0,
                       refine: Callable[[int, Tensor, Tensor], Tensor] | None = None) -> list[SceneDetections]:
     """Heatmap peaks (3x3 max-pool) -> top-k -> IoU rectification (``iou_rectifier`` > 0, which needs the IoU
@@ -69,12 +83,7 @@ def decode_detections(output: ModelOutput, geometry: BevGeometry, *, score_thres
         boxes = decode_boxes(codes, cells, geometry)
         if refine is not None:
             boxes = refine(s, boxes, label)
-        kept = []
-        for cls in label.unique():
-            members = (label == cls).nonzero().squeeze(1)
-            kept.append(members[circle_nms(boxes[members, :2], score[members], radii[cls].expand(len(members)))])
-        order = torch.cat(kept) if kept else label.new_zeros(0)
-        order = order[score[order].argsort(descending=True)]
+        order = class_nms(boxes, score, label, radii)
         boxes, score, label = boxes[order], score[order], label[order]
         results.append(_with_trajectories(output, s, boxes, score, label, geometry))
     return results

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from trainer.data.latency import LatencyConfig
+from trainer.data.pose_noise import PoseNoiseConfig
 from trainer.data.sample import MODES
 
 
@@ -36,8 +38,14 @@ class ConvertConfig:
     """[x_min, y_min, x_max, y_max] of the boxes kept, ego BEV frame at t."""
     raw_rate_hz: float = 10.0
     """Frame rate of the source."""
+    delay_frames: int = 0
+    """Also store every collaborator's history window delayed by 1..delay_frames raw frames, for latency
+    (``trainer.data.delayed_frames``; about 1 + delay_frames times the frames of a sample, when below
+    ``history_stride``). 0 = none."""
 
     def __post_init__(self) -> None:
+        if self.delay_frames < 0:
+            raise ValueError(f"delay_frames must be >= 0, got {self.delay_frames}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         for name in ("max_agents", "history", "history_stride", "future_stride", "sample_stride"):
@@ -82,6 +90,10 @@ class AugmentConfig:
     """Probability of mirroring the y axis."""
     scale_range: list[float] = field(default_factory=lambda: [0.95, 1.05])
     """Uniform isotropic scale [min, max] (also scales heights and sizes)."""
+    pose_noise: PoseNoiseConfig = field(default_factory=PoseNoiseConfig)
+    """Gaussian errors on collaborators' poses (``trainer.data.pose_noise``), drawn anew every epoch."""
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    """Collaborators' frames delayed by raw frames (``trainer.data.latency``), drawn anew every epoch."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rotation_deg <= 180.0:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from trainer.data.build import FrameReader, build_sample, ego_allowed, sample_times
+from trainer.data.build import FrameReader, build_delayed, build_sample, ego_allowed, sample_times
 from trainer.data.config import ConvertConfig
 from trainer.data.opencood import scan_split
 from trainer.data.pointio import SourceFormatError
@@ -71,7 +71,7 @@ def convert(
             if sample is None:
                 summary.skipped_samples += 1
                 continue
-            sink.write(sample)
+            sink.write(sample, build_delayed(reader, sample, t, cfg) if cfg.delay_frames else None)
     if reader is not None:
         summary.bad_files.update(reader.bad_files)
     summary.samples, summary.frames, summary.shards = sink.samples, sink.frames, list(sink.shards)
@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--future-stride", type=int, default=5)
     p.add_argument("--sample-stride", type=int, default=5, help="raw frames between sample times")
     p.add_argument("--partial-windows", action="store_true", help="also cut samples near scenario ends")
+    p.add_argument("--delay-frames", type=int, default=0,
+                   help="also store collaborators' frames delayed by 1..N raw frames (latency evaluation / training)")
     p.add_argument("--target-range", type=float, nargs=4, default=[-70.4, -40.0, 70.4, 40.0],
                    metavar=("X_MIN", "Y_MIN", "X_MAX", "Y_MAX"))
     p.add_argument("--maxcount", type=int, default=1000,
@@ -98,19 +100,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-bad", action="store_true", help="skip and count malformed source files")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    cfg = ConvertConfig(
-        mode=args.mode, max_agents=args.max_agents, comm_range=args.comm_range, history=args.history,
-        history_stride=args.history_stride, future=args.future, future_stride=args.future_stride,
-        sample_stride=args.sample_stride, full_windows=not args.partial_windows, target_range=args.target_range,
-    )
     try:
+        cfg = ConvertConfig(
+            mode=args.mode, max_agents=args.max_agents, comm_range=args.comm_range, history=args.history,
+            history_stride=args.history_stride, future=args.future, future_stride=args.future_stride,
+            sample_stride=args.sample_stride, full_windows=not args.partial_windows, target_range=args.target_range,
+            delay_frames=args.delay_frames,
+        )
         summary = convert(args.src, args.out, cfg, skip_bad=args.skip_bad, maxcount=args.maxcount,
                           progress=not args.no_progress)
     except SourceFormatError as err:
         print(f"error: malformed source file {err.path}: {err.what}\nno shard was written; fix or remove the "
               "file, or pass --skip-bad to skip and count malformed files", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (OSError, ValueError) as err:  # missing source, unwritable output, bad --out pattern, frame clash
+    except (OSError, ValueError) as err:  # bad option, missing source, unwritable output, bad --out pattern, frame clash
         print(f"error: {err}\nno shard was written", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(summary.report())

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from trainer.data.latency import LatencyConfig
+from trainer.data.pose_noise import PoseNoiseConfig
+from trainer.eval.cooperative_config import FUSION_MODES, CommConfig
+
 PRED_MATCH_RULES = ("iou", "distance")
 
 
@@ -29,6 +33,16 @@ class EvalConfig:
     """minFDE (m) above which a matched object is a miss (MR) and not an EPA hit."""
     epa_fp_weight: float = 0.5
     """Weight of each false positive in EPA = max(0, (hits - w * FP) / N_GT)."""
+    fusion: str = "intermediate"
+    """What is evaluated: ``intermediate`` (the model's feature fusion), ``none`` (the ego alone) or ``late``
+    (each agent's own detections merged by NMS in the ego frame); see ``trainer.eval.cooperative``."""
+    comm: CommConfig = field(default_factory=CommConfig)
+    """The collaborators' messages: precision and sparsification; their bytes are reported."""
+    pose_noise: PoseNoiseConfig = field(default_factory=PoseNoiseConfig)
+    """Gaussian errors on the collaborators' poses during evaluation (seeded per sample: every evaluation of a
+    sample draws the same errors)."""
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    """Collaborators' frames delayed by raw frames during evaluation (seeded per sample like ``pose_noise``)."""
 
     def __post_init__(self) -> None:
         if len(self.class_names) == 0 or len(set(self.class_names)) != len(self.class_names):
@@ -47,3 +61,5 @@ class EvalConfig:
             raise ValueError(f"eval.miss_threshold must be > 0, got {self.miss_threshold}")
         if self.epa_fp_weight < 0:
             raise ValueError(f"eval.epa_fp_weight must be >= 0, got {self.epa_fp_weight}")
+        if self.fusion not in FUSION_MODES:
+            raise ValueError(f"eval.fusion must be one of {FUSION_MODES}, got {self.fusion!r}")
