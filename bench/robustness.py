@@ -3,6 +3,7 @@ fusion baselines (no fusion, late fusion, the model's intermediate fusion) side 
 
     python bench/robustness.py --checkpoint RUN_DIR                     # writes docs/results/robustness.*
     python bench/robustness.py --checkpoint w.safetensors --data 'val-{000000..000003}.tar' --seeds 0 1 2
+    python bench/robustness.py data.num_workers=0 --checkpoint RUN_DIR      # overrides before the list options
 
 Every point is one evaluation of the validation split (``trainer.eval.model_eval.run_evaluation``) with one
 setting changed from the clean one (intermediate fusion, exact poses, no delay, dense fp32 messages):

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: malformed source file {err.path}: {err.what}\nno shard was written; fix or remove the "
               "file, or pass --skip-bad to skip and count malformed files", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (OSError, ValueError) as err:  # bad option, missing source, unwritable output, bad --out pattern, frame clash
+    except (OSError, ValueError) as err:  # bad option or --out pattern, missing source, unwritable output, clash
         print(f"error: {err}\nno shard was written", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(summary.report())

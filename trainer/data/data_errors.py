@@ -3,9 +3,9 @@
 The loader raises them while reading (a sample of another schema version, an object type in no
 class, a latency the shards hold no frames for), in the main process or inside a DataLoader worker.
 PyTorch re-raises a worker's exception in the main process as the same type built from one string:
-``Caught <Type> in DataLoader worker process N.`` followed by the worker's whole traceback. The loader also appends the shard a sample
-came from to the exception's ``args``. ``fatal_data_message`` gets the message and the shard back
-in both cases, so the entry points can report them in one line with exit code 2.
+``Caught <Type> in DataLoader worker process N.`` followed by the worker's whole traceback. The loader
+also appends the shard a sample came from to the exception's ``args``. ``fatal_data_message`` gets the
+message and the shard back in both cases, so the entry points can report them in one line with exit code 2.
 """
 
 from __future__ import annotations

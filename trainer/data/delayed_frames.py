@@ -103,7 +103,7 @@ def decode_delayed(record: Mapping, *, agents: int, history: int) -> DelayedFram
         if len(level) != agents or len(level[0]) != history:
             raise SampleFormatError(f"{key}: {DELAYED_LIST_MEMBER} grids must be [{agents}][{history}]")
         if any(k is not None for k in level[0]):
-            raise SampleFormatError(f"{key}: {DELAYED_LIST_MEMBER} names frames of the ego (row 0), which is never late")
+            raise SampleFormatError(f"{key}: {DELAYED_LIST_MEMBER} names frames of the ego (row 0), never late")
     shape = (len(levels), agents, history, 6)
     if poses.dtype != np.float64 or poses.shape != shape:
         raise SampleFormatError(f"{key}: {DELAYED_POSES_MEMBER} must be float64 {list(shape)}, got {poses.dtype} "

@@ -40,7 +40,7 @@ class LatencyConfig:
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_frames <= self.max_frames:
-            raise ValueError(f"latency needs 0 <= min_frames <= max_frames, got {self.min_frames} and {self.max_frames}")
+            raise ValueError(f"latency needs 0 <= min_frames <= max_frames, got {self.min_frames}, {self.max_frames}")
         if self.seed < 0:
             raise ValueError(f"latency.seed must be >= 0, got {self.seed}")
 
