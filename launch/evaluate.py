@@ -5,6 +5,7 @@
   python launch/evaluate.py --checkpoint runs/r --stage finetune --out metrics.json
   python launch/evaluate.py --checkpoint weights.safetensors --data 'shards/val-{000000..000003}.tar'
   torchrun --nproc_per_node 2 launch/evaluate.py --checkpoint runs/r data.val_samples=400
+  python launch/evaluate.py --checkpoint runs/r eval.fusion=late eval.pose_noise.xy_std_m=0.4
 
 --checkpoint is exported weights (*.safetensors, or a legacy *.pt), an engine checkpoint folder (any ZeRO stage), a stage folder
 (its latest checkpoint) or a run directory (with --stage; default its last stage). The model config
@@ -12,14 +13,20 @@ comes from the exported file or the run's ``config.yaml``; the rest (data, eval 
 else the run's ``config.yaml``, else the default recipe; ``a.b=value`` overrides apply on top.
 
 Under torchrun / accelerate launch / deepspeed (WORLD_SIZE > 1) every process evaluates its share of the
-shards (gloo on the CPU, NCCL on GPUs) and the records are gathered once; ``data.val_samples`` must then
+shards (gloo on the CPU, NCCL on GPUs) and the records are gathered at the end (the metrics' records, then
+the messages'); ``data.val_samples`` must then
 be set so that every process reads the same number of batches (repeated samples count once).
-Rank 0 prints the table and writes --out (JSON; NaN metrics are written as null).
+Cooperation settings (docs/METRICS.md, *Cooperation*): ``eval.fusion`` (``intermediate``, ``none``, ``late``),
+``eval.comm.*`` (message precision, sparsification), ``eval.pose_noise.*`` and ``eval.latency.*`` (applied by the
+loader, seeded per sample); the metrics include the collaborators' message bytes (``comm/*``).
+Rank 0 prints the table and writes --out (JSON; NaN metrics are written as null; ``conditions``: the cooperation
+settings; ``communication``: every sample's key and the bytes each of its collaborators sent).
 Nothing is unpickled without ``weights_only=True`` (engine checkpoints are checked against an allow-list
 first, see ``trainer.checkpointing.safe_load``). Shard URLs that are not local files (``pipe:``, ``https:``,
 ...: webdataset runs a command for them) are refused unless --allow-command-urls is given, and always when
 they come from a run's saved ``config.yaml`` (give them with --data instead).
-Exit codes: 0 done, 2 bad input (checkpoint, config, data, an unsafe file or URL).
+Exit codes: 0 done, 2 bad input (checkpoint, config, data, an unsafe file or URL, a latency the shards hold
+no frames for).
 """
 
 from __future__ import annotations

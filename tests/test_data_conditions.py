@@ -277,3 +277,11 @@ def test_convert_cli_stores_delayed_frames_and_refuses_a_negative_count(tmp_path
                          "--delay-frames", "2"]) == 0
     record = next(iter(records(str(tmp_path / "x-000000.tar")).values()))
     assert decode_delayed(record, agents=2, history=5).max_delay == 2
+
+
+def test_the_synthetic_cache_folder_changes_only_with_delayed_frames():
+    from trainer.data.synth.dataset import SyntheticDataConfig
+
+    plain = SyntheticDataConfig(cache_dir="/c")
+    assert plain.root() == SyntheticDataConfig(cache_dir="/c", delay_frames=0).root()  # caches made before it stay
+    assert SyntheticDataConfig(cache_dir="/c", delay_frames=3).root() != plain.root()

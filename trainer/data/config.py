@@ -40,8 +40,8 @@ class ConvertConfig:
     """Frame rate of the source."""
     delay_frames: int = 0
     """Also store every collaborator's history window delayed by 1..delay_frames raw frames, for latency
-    (``trainer.data.delayed_frames``; about 1 + delay_frames times the frames of a sample, when below
-    ``history_stride``). 0 = none."""
+    (``trainer.data.delayed_frames``; up to 1 + delay_frames times the frames, when below ``history_stride``).
+    0 = none."""
 
     def __post_init__(self) -> None:
         if self.delay_frames < 0:
