@@ -15,7 +15,7 @@ from models.output import ModelOutput
 from models.warp import sample_at_points
 
 NMS_RADIUS_M = 2.0
-"""Default suppression radius (metres) of the per-class circle NMS (decoding, and late fusion's merge)."""
+"""Default suppression radius (metres) of the per-class circle NMS (decoding; late fusion's merge across agents)."""
 
 
 def circle_nms(centres: Tensor, scores: Tensor, radius: Tensor) -> Tensor:
@@ -35,17 +35,6 @@ def circle_nms(centres: Tensor, scores: Tensor, radius: Tensor) -> Tensor:
         keep.append(i)
         suppressed |= dist[i] < radius[i]
     return order[torch.tensor(keep, dtype=torch.long, device=centres.device)]
-
-
-def class_nms(boxes: Tensor, scores: Tensor, labels: Tensor, radii: Tensor) -> Tensor:
-    """Circle NMS within each class: boxes [N, >= 2] (x, y first), scores [N], labels [N], radii [K] per class
-    -> int64 indices of the kept boxes, highest score first."""
-    kept = []
-    for cls in labels.unique():
-        members = (labels == cls).nonzero().squeeze(1)
-        kept.append(members[circle_nms(boxes[members, :2], scores[members], radii[cls].expand(len(members)))])
-    order = torch.cat(kept) if kept else labels.new_zeros(0)
-    return order[scores[order].argsort(descending=True)]
 
 
 def rectify_scores(scores: Tensor, iou: Tensor, alpha: float) -> Tensor:
@@ -83,7 +72,12 @@ def decode_detections(output: ModelOutput, geometry: BevGeometry, *, score_thres
         boxes = decode_boxes(codes, cells, geometry)
         if refine is not None:
             boxes = refine(s, boxes, label)
-        order = class_nms(boxes, score, label, radii)
+        kept = []
+        for cls in label.unique():
+            members = (label == cls).nonzero().squeeze(1)
+            kept.append(members[circle_nms(boxes[members, :2], score[members], radii[cls].expand(len(members)))])
+        order = torch.cat(kept) if kept else label.new_zeros(0)
+        order = order[score[order].argsort(descending=True)]
         boxes, score, label = boxes[order], score[order], label[order]
         results.append(_with_trajectories(output, s, boxes, score, label, geometry))
     return results

@@ -14,7 +14,7 @@ from models.communication import (cell_confidence, detection_message_bytes, dete
                                   select_cells, transmit, value_bytes)
 from models.config import model_config
 from models.detections import SceneDetections
-from models.late_fusion import detections_to_frame, merge_detections
+from trainer.eval.late_fusion import detections_inside, detections_to_frame, merge_detections
 from models.v2x_model import V2XModel
 from tests.batch_factory import make_batch
 from trainer.engine.batch_ops import agent_view
@@ -115,6 +115,8 @@ def test_late_fusion_merges_the_agents_own_detections_and_counts_them(model, bat
         candidates = torch.cat([detections_to_frame(own[a][b], batch.agent_to_ego[b, a]).boxes for a in agents])
         assert all((candidates == box).all(dim=1).any() for box in det.boxes)  # each comes from some agent
         assert len(det.scores) <= len(candidates) and bool((det.scores[:-1] >= det.scores[1:]).all())
+        from_ego = torch.stack([(own[0][b].boxes == box).all(dim=1).any() for box in det.boxes])
+        assert bool((from_ego | model.geometry.inside(det.boxes[:, :2])).all())  # others' only on the ego's grid
         expected = [len(own[a][b].scores) * values * 4 if a in agents[1:] else 0 for a in range(batch.max_agents)]
         assert late.message_bytes[b].tolist() == expected
 
@@ -178,17 +180,27 @@ def test_detections_move_rigidly_into_the_ego_frame():
     assert all(torch.equal(getattr(same, f.name), getattr(det, f.name)) for f in dataclasses.fields(det))
 
 
+def test_detections_beyond_the_ego_grid_are_dropped(model):
+    half = model.geometry.x_max
+    det = _det([[half - 1.0, 0, 0, 4, 2, 1.5, 0], [half + 1.0, 0, 0, 4, 2, 1.5, 0]], [0.9, 0.8], [0, 0])
+    kept = detections_inside(det, model.geometry)
+    assert kept.scores.tolist() == pytest.approx([0.9]) and kept.trajectories.shape == (1, 2, 3, 2)
+
+
 def test_merge_drops_a_weaker_duplicate_of_another_agent_only():
     ego = _det([[0.0, 0, 0, 4, 2, 1.5, 0], [1.0, 0, 0, 4, 2, 1.5, 0]], [0.9, 0.5], [0, 0])
-    other = _det([[0.5, 0, 0, 4, 2, 1.5, 0], [0.5, 0, 0, 1, 1, 1.7, 0], [10.0, 0, 0, 4, 2, 1.5, 0]],
-                 [0.8, 0.7, 0.6], [0, 1, 0])
-    merged = merge_detections([ego, other], torch.tensor([2.0, 2.0]))
-    # dropped: the other agent's car 0.5 m from the ego's stronger car; kept: the ego's own weaker car (one
-    # agent's list has been through NMS already), the pedestrian (another class), the far car
-    assert merged.scores.tolist() == pytest.approx([0.9, 0.7, 0.6, 0.5])
-    assert merged.labels.tolist() == [0, 1, 0, 0] and merged.trajectories.shape == (4, 2, 3, 2)
+    other = _det([[1.5, 0, 0, 4, 2, 1.5, 0], [0.5, 0, 0, 1, 1, 1.7, 0], [10.0, 0, 0, 4, 2, 1.5, 0],
+                  [0.0, 2.5, 0, 4, 2, 1.5, 0]], [0.8, 0.7, 0.6, 0.55], [0, 1, 0, 0])
+    merged = merge_detections([ego, other])
+    # dropped: the other agent's car 1.5 m from the ego's stronger car; kept: the ego's own weaker car 1 m away
+    # (one agent's list has been through NMS already), the pedestrian (another class), the far car and the car
+    # 2.5 m beside
+    assert merged.scores.tolist() == pytest.approx([0.9, 0.7, 0.6, 0.55, 0.5])
+    assert merged.labels.tolist() == [0, 1, 0, 0, 0] and merged.trajectories.shape == (5, 2, 3, 2)
+    # with 1 m the other agent's car stays, and drops the ego's weaker car 0.5 m from it instead
+    assert merge_detections([ego, other], radius=1.0).scores.tolist() == pytest.approx([0.9, 0.8, 0.7, 0.6, 0.55])
     with pytest.raises(ValueError, match="at least one"):
-        merge_detections([], torch.tensor([2.0]))
+        merge_detections([])
 
 
 def test_communication_log_summarises_every_sample_once():

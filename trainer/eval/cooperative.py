@@ -5,8 +5,8 @@
   then fused in the ego frame (``V2XModel.fuse``).
 - ``none``: the ego alone (its own feature through the fusion and heads as a one-agent scene).
 - ``late``: every agent runs the model alone in its own frame (as ``none`` does for the ego), decodes its
-  detections, and sends them; the ego maps them into its frame and merges them by NMS across agents
-  (``models.late_fusion``).
+  detections, and sends them all; the ego maps them into its frame, keeps those on its grid and merges them
+  with its own by NMS across agents (``trainer.eval.late_fusion``).
 
 The encoder and temporal fusion run once per batch for all three. With the default ``eval.comm`` (fp32, dense)
 ``intermediate`` computes exactly what ``trainer.eval.model_eval.predict_scenes`` does.
@@ -24,9 +24,8 @@ from torch import Tensor
 from models.batch import Batch
 from models.communication import (MESSAGE_DTYPES, cell_confidence, detection_message_bytes, detection_values,
                                   feature_message_bytes, select_cells, transmit, value_bytes)
-from models.decode import NMS_RADIUS_M
 from models.detections import SceneDetections
-from models.late_fusion import detections_to_frame, merge_detections
+from trainer.eval.late_fusion import detections_inside, detections_to_frame, merge_detections
 from models.output import ModelOutput
 from models.v2x_model import V2XModel
 from trainer.engine.batch_ops import agent_view
@@ -126,15 +125,18 @@ def _late(scene: _Scene) -> CooperativePrediction:
             continue
         view, out = scene.alone(agent)
         for b, det in enumerate(scene.decode(out, view)):
-            if mask[b, agent]:
-                received = det if agent == 0 else _rounded(det, dtype)
-                collected[b].append(detections_to_frame(received, to_ego[b, agent]))
-                counts[b, agent] = len(det.scores)
-    radii = torch.full((scene.model.config.num_classes,), NMS_RADIUS_M)
+            if not mask[b, agent]:
+                continue
+            counts[b, agent] = len(det.scores)
+            if agent == 0:
+                collected[b].append(det)
+                continue
+            received = detections_to_frame(_rounded(det, dtype), to_ego[b, agent])
+            collected[b].append(detections_inside(received, scene.model.geometry))
     sizes = detection_message_bytes(counts, mask, bytes_per_value=value_bytes(scene.cfg.comm.precision),
                                     values_per_detection=detection_values(scene.model.config.num_modes,
                                                                           scene.model.config.future_steps))
-    return CooperativePrediction([merge_detections(dets, radii) for dets in collected], sizes)
+    return CooperativePrediction([merge_detections(dets) for dets in collected], sizes)
 
 
 FUSIONS: dict[str, Callable[[_Scene], CooperativePrediction]] = {
