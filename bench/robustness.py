@@ -12,7 +12,8 @@ setting changed from the clean one (intermediate fusion, exact poses, no delay, 
   averaged over ``--seeds``;
 - latency: every collaborator ``ms`` late (``eval.latency``, ``ms * raw_rate_hz / 1000`` raw frames);
 - bandwidth: dense messages at each ``--precisions``, then the ``--keep-ratios`` most confident cells of each
-  map at the first precision (``eval.comm``); a point's bandwidth is the mean bytes per collaborator message.
+  map, and the cells whose confidence reaches each ``--thresholds``, at the first precision (``eval.comm``); a
+  point's bandwidth is the mean bytes per collaborator message.
 
 The noise and latency sweeps run every fusion of ``--sweep-fusions``; no fusion does not depend on them (the ego
 is exact and never late) and is drawn as a line. Latency needs shards with delayed frames: without ``--data``
@@ -57,6 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--precisions", nargs="+", default=["fp32", "fp16"], help="dense message precisions")
     p.add_argument("--keep-ratios", type=float, nargs="+", default=[0.5, 0.25, 0.1, 0.05, 0.01],
                    help="top-k sparsification: share of each map's cells sent")
+    p.add_argument("--thresholds", type=float, nargs="*", default=[],
+                   help="threshold sparsification: confidence a cell needs to be sent (none by default)")
     p.add_argument("--sweep-fusions", nargs="+", default=["intermediate", "late"], choices=["intermediate", "late"])
     p.add_argument("--max-batches", type=int, default=0, help="batches per evaluation (0: the whole split)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder of robustness.{json,md} and the plots")
@@ -163,6 +166,8 @@ def sweeps(evaluate: Evaluations, args: argparse.Namespace, raw_rate_hz: float) 
     settings = [(f"dense {p}", CommConfig(precision=p)) for p in args.precisions]
     settings += [(f"top {r:g} {args.precisions[0]}", CommConfig(precision=args.precisions[0], sparsify="topk",
                                                                 keep_ratio=r)) for r in args.keep_ratios]
+    settings += [(f"conf >= {c:g} {args.precisions[0]}", CommConfig(precision=args.precisions[0], sparsify="threshold",
+                                                                    threshold=c)) for c in args.thresholds]
     bandwidth = [{"setting": name, "comm": dataclasses.asdict(comm), "metrics": evaluate(comm=comm)}
                  for name, comm in settings]
     bandwidth.append({"setting": "late fusion", "comm": dataclasses.asdict(CommConfig()), "metrics": fusion["late"]})

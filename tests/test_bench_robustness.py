@@ -15,8 +15,8 @@ def test_sweeps_tables_and_plots(tiny_exported_weights, toy_conditions_data, tmp
     _, delayed, _ = toy_conditions_data
     out = tmp_path / "results"
     assert main(["--checkpoint", str(tiny_exported_weights), "--data", delayed, "--noise", "0", "0.6",
-                 "--seeds", "0", "1", "--latency-ms", "0", "300", "--keep-ratios", "0.1", "--out", str(out),
-                 "data.num_workers=0"]) == 0
+                 "--seeds", "0", "1", "--latency-ms", "0", "300", "--keep-ratios", "0.1", "--thresholds", "1.0",
+                 "--out", str(out), "data.num_workers=0"]) == 0
     report = json.loads((out / "robustness.json").read_text())
     fusion = report["fusion"]
     assert set(fusion) == {"none", "late", "intermediate"} and report["raw_rate_hz"] == 10.0
@@ -28,11 +28,12 @@ def test_sweeps_tables_and_plots(tiny_exported_weights, toy_conditions_data, tmp
     latency = {(r["ms"], r["fusion"]): r for r in report["latency"]}
     assert latency[(300.0, "late")]["frames"] == 3 and latency[(0.0, "intermediate")]["metrics"] == clean
     bandwidth = {r["setting"]: r["metrics"] for r in report["bandwidth"]}
-    assert list(bandwidth) == ["dense fp32", "dense fp16", "top 0.1 fp32", "late fusion"]
+    assert list(bandwidth) == ["dense fp32", "dense fp16", "top 0.1 fp32", "conf >= 1 fp32", "late fusion"]
     dense = bandwidth["dense fp32"]["comm/bytes_mean"]
     assert dense == 40 * 40 * 16 * 4 and bandwidth["dense fp32"] == clean  # the tiny model's map: 40 x 40 x 16
     assert bandwidth["dense fp16"]["comm/bytes_mean"] == dense / 2
     assert bandwidth["top 0.1 fp32"]["comm/bytes_mean"] == 160 * 16 * 4 + 200
+    assert bandwidth["conf >= 1 fp32"]["comm/bytes_mean"] == 200  # no cell is that sure: the map of cells only
     assert fusion["none"]["comm/bytes_mean"] == 0 and fusion["late"]["comm/bytes_mean"] > 0
     markdown = (out / "robustness.md").read_text()
     for heading in ("Fusion baselines", "Pose noise", "Latency", "Bandwidth", "| no fusion |", "| late fusion |"):
