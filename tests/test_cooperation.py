@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,7 +17,10 @@ from models.config import model_config
 from models.detections import SceneDetections
 from trainer.eval.late_fusion import detections_inside, detections_to_frame, merge_detections
 from models.v2x_model import V2XModel
+from models.warp import warp_bev
 from tests.batch_factory import make_batch
+from trainer.data.geometry import relative_se2
+from trainer.data.pose_noise import perturb_poses
 from trainer.engine.batch_ops import agent_view
 from trainer.eval.communication import CommunicationLog, MessageRecord, summarize_messages
 from trainer.eval.config import EvalConfig
@@ -149,6 +153,17 @@ def test_sparse_and_half_precision_messages_cost_less(model, batch):
     for a, b in zip(half.detections, dense.detections):  # fp16 rounding moves the output only slightly
         assert len(a.scores) == len(b.scores)
         torch.testing.assert_close(a.scores, b.scores, atol=1e-2, rtol=0)
+
+
+def test_a_pose_error_moves_the_collaborators_features_in_the_ego_frame(model):
+    geometry, c = model.fusion_geometry, model.config.bev_channels
+    poses = np.array([[[3.0, -2.0, 1.8, 0.0, 0.0, 0.0]], [[10.0, 5.0, 1.9, 0.0, 30.0, 0.0]]])  # ego heading +x
+    noisy = perturb_poses(poses, np.array([[0, 0, 0, 0], [2 * geometry.cell_x, 0, 0, 0]]))  # 2 cells along x
+    features = torch.randn(1, c, geometry.height, geometry.width)
+    clean, _ = warp_bev(features, torch.tensor(relative_se2(poses[1, 0], poses[0, 0]))[None].float(), geometry)
+    moved, _ = warp_bev(features, torch.tensor(relative_se2(noisy[1, 0], noisy[0, 0]))[None].float(), geometry)
+    torch.testing.assert_close(moved[..., 2:], clean[..., :-2], atol=1e-4, rtol=0)  # W is x: 2 columns on
+    assert moved.abs().sum() > 0 and not torch.allclose(moved, clean)
 
 
 def test_agent_view_is_one_agent_as_its_own_ego(batch):
