@@ -5,6 +5,7 @@
   python launch/evaluate.py --checkpoint runs/r --stage finetune --out metrics.json
   python launch/evaluate.py --checkpoint weights.safetensors --data 'shards/val-{000000..000003}.tar'
   torchrun --nproc_per_node 2 launch/evaluate.py --checkpoint runs/r data.val_samples=400
+  python launch/evaluate.py --checkpoint runs/r eval.fusion=late eval.pose_noise.xy_std_m=0.4
 
 --checkpoint is exported weights (*.safetensors, or a legacy *.pt), an engine checkpoint folder (any ZeRO stage), a stage folder
 (its latest checkpoint) or a run directory (with --stage; default its last stage). The model config
@@ -12,14 +13,20 @@ comes from the exported file or the run's ``config.yaml``; the rest (data, eval 
 else the run's ``config.yaml``, else the default recipe; ``a.b=value`` overrides apply on top.
 
 Under torchrun / accelerate launch / deepspeed (WORLD_SIZE > 1) every process evaluates its share of the
-shards (gloo on the CPU, NCCL on GPUs) and the records are gathered once; ``data.val_samples`` must then
+shards (gloo on the CPU, NCCL on GPUs) and the records are gathered at the end (the metrics' records, then
+the messages'); ``data.val_samples`` must then
 be set so that every process reads the same number of batches (repeated samples count once).
-Rank 0 prints the table and writes --out (JSON; NaN metrics are written as null).
+Cooperation settings (docs/METRICS.md, *Cooperation*): ``eval.fusion`` (``intermediate``, ``none``, ``late``),
+``eval.comm.*`` (message precision, sparsification), ``eval.pose_noise.*`` and ``eval.latency.*`` (applied by the
+loader, seeded per sample); the metrics include the collaborators' message bytes (``comm/*``).
+Rank 0 prints the table and writes --out (JSON; NaN metrics are written as null; ``conditions``: the cooperation
+settings; ``communication``: every sample's key and the bytes each of its collaborators sent).
 Nothing is unpickled without ``weights_only=True`` (engine checkpoints are checked against an allow-list
 first, see ``trainer.checkpointing.safe_load``). Shard URLs that are not local files (``pipe:``, ``https:``,
 ...: webdataset runs a command for them) are refused unless --allow-command-urls is given, and always when
 they come from a run's saved ``config.yaml`` (give them with --data instead).
-Exit codes: 0 done, 2 bad input (checkpoint, config, data, an unsafe file or URL).
+Exit codes: 0 done, 2 bad input (checkpoint, config, data, an unsafe file or URL, a latency the shards hold
+no frames for).
 """
 
 from __future__ import annotations
@@ -104,6 +111,12 @@ def json_safe(metrics: dict[str, float]) -> dict[str, float | None]:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
 
 
+def evaluated_conditions(cfg: Any) -> dict[str, Any]:
+    """The cooperation settings an evaluation ran under (``eval.fusion``, ``comm``, ``pose_noise``, ``latency``)."""
+    return {"fusion": cfg.eval.fusion, **{name: dataclasses.asdict(getattr(cfg.eval, name))
+                                          for name in ("comm", "pose_noise", "latency")}}
+
+
 def evaluate(args: argparse.Namespace, *, rank: int, world_size: int) -> tuple[dict[str, Any], dict[str, float]]:
     """Load, check and evaluate: (what was evaluated, metrics), identical on every rank.
 
@@ -113,7 +126,7 @@ def evaluate(args: argparse.Namespace, *, rank: int, world_size: int) -> tuple[d
     from trainer.data.data_errors import FATAL_DATA_ERRORS, fatal_data_message
     from trainer.data.loader import NoReadableSampleError, build_loader
     from trainer.data.url_policy import allow_command_urls, check_shard_spec, command_urls_permitted
-    from trainer.eval.model_eval import evaluate_model
+    from trainer.eval.model_eval import evaluation_conditions, run_evaluation
 
     setup = load_for_inference(args.checkpoint, stage=args.stage, config=args.config, overrides=args.overrides)
     cfg = setup.cfg
@@ -134,15 +147,15 @@ def evaluate(args: argparse.Namespace, *, rank: int, world_size: int) -> tuple[d
                               f"same number of batches; repeated samples count once)")
     try:
         batches = build_loader(cfg.data, cfg.model.grid, split="val", rank=rank, world_size=world_size,
-                               seed=cfg.run.seed)
+                               seed=cfg.run.seed, conditions=evaluation_conditions(cfg))
     except ValueError as err:
         raise CheckpointError(f"data: {err}") from err
     device = inference_device()
     gather = FailureAwareGather() if world_size > 1 else None
     try:
         try:
-            metrics = evaluate_model(setup.model.to(device), batches, cfg, device=device, stage=setup.stage,
-                                     gather=gather, max_batches=args.max_batches)
+            result = run_evaluation(setup.model.to(device), batches, cfg, device=device, stage=setup.stage,
+                                    gather=gather, max_batches=args.max_batches)
         except (*FATAL_DATA_ERRORS, NoReadableSampleError) as err:  # possibly from a DataLoader worker
             raise CheckpointError(f"data: {fatal_data_message(err)}") from err
     except Exception as err:
@@ -151,11 +164,12 @@ def evaluate(args: argparse.Namespace, *, rank: int, world_size: int) -> tuple[d
 
             gather_objects(RankFailed(rank, f"{type(err).__name__}: {err}", isinstance(err, CheckpointError)))
         raise
-    if not metrics.get("num_frames"):
+    if not result.metrics.get("num_frames"):
         raise CheckpointError(f"data {cfg.data.val_shards} produced no samples to evaluate")
     source = {"checkpoint": str(setup.resolved.path), "kind": setup.resolved.kind, "stage": setup.resolved.stage,
-              "data": cfg.data.val_shards, "processes": world_size}
-    return source, metrics
+              "data": cfg.data.val_shards, "processes": world_size, "conditions": evaluated_conditions(cfg),
+              "communication": [record.as_json() for record in result.messages]}
+    return source, result.metrics
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stage = f", stage {source['stage']}" if source["stage"] else ""
     print(f"evaluated {source['checkpoint']} ({source['kind']}{stage}) on {source['data']} "
-          f"with {world_size} process(es)")
+          f"with {world_size} process(es), fusion {source['conditions']['fusion']}")
     print(format_table(metrics))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

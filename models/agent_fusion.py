@@ -27,13 +27,21 @@ class AgentFusion(nn.Module):
         self.block = AttentionBlock(channels, heads, ffn_ratio)
 
     def forward(self, features: Tensor, agent_mask: Tensor, agent_types: Tensor, agent_to_ego: Tensor,
-                geometry: BevGeometry) -> Tensor:
+                geometry: BevGeometry, *, sent: Tensor | None = None) -> Tensor:
         """features: [B, A, C, H, W] per agent in its own frame now; agent_mask / agent_types: [B, A];
-        agent_to_ego: [B, A, 3, 3] -> [B, C, H, W] fused ego-frame features."""
+        agent_to_ego: [B, A, 3, 3]; sent: [B, A, H, W] bool in each agent's own frame, the cells a collaborator
+        sent (None: all; an ego-frame cell counts as sent where the warped mask is >= 0.5) -> [B, C, H, W]
+        fused ego-frame features."""
         b, a, c, h, w = features.shape
         if a > 1:
-            others, in_view = warp_bev(features[:, 1:].flatten(0, 1), agent_to_ego[:, 1:].flatten(0, 1), geometry)
-            features = torch.cat([features[:, :1], others.view(b, a - 1, c, h, w)], dim=1)
+            maps = features[:, 1:]
+            if sent is not None:
+                maps = torch.cat([maps, sent[:, 1:, None].to(maps.dtype)], dim=2)
+            others, in_view = warp_bev(maps.flatten(0, 1), agent_to_ego[:, 1:].flatten(0, 1), geometry)
+            others = others.view(b, a - 1, -1, h, w)
+            if sent is not None:
+                in_view = in_view & (others[:, :, c].flatten(0, 1) >= 0.5)
+            features = torch.cat([features[:, :1], others[:, :, :c]], dim=1)
             in_view = torch.cat([in_view.new_ones(b, 1, h, w), in_view.view(b, a - 1, h, w)], dim=1)
         else:
             in_view = agent_mask.new_ones(b, 1, h, w)

@@ -14,6 +14,9 @@ from models.detections import SceneDetections
 from models.output import ModelOutput
 from models.warp import sample_at_points
 
+NMS_RADIUS_M = 2.0
+"""Default suppression radius (metres) of the per-class circle NMS (decoding; late fusion's merge across agents)."""
+
 
 def circle_nms(centres: Tensor, scores: Tensor, radius: Tensor) -> Tensor:
     """Greedy non-maximum suppression by centre distance.
@@ -40,7 +43,7 @@ def rectify_scores(scores: Tensor, iou: Tensor, alpha: float) -> Tensor:
 
 
 def decode_detections(output: ModelOutput, geometry: BevGeometry, *, score_threshold: float = 0.1,
-                      max_detections: int = 100, nms_radius: list[float] | float = 2.0,
+                      max_detections: int = 100, nms_radius: list[float] | float = NMS_RADIUS_M,
                       iou_rectifier: float = 0.0,
                       refine: Callable[[int, Tensor, Tensor], Tensor] | None = None,
                       tracks: Callable[[int, Tensor, Tensor], tuple[Tensor, Tensor]] | None = None

@@ -75,6 +75,15 @@ class V2XModel(nn.Module):
         history_grad=False encodes the history frames without gradient (BEVFormer's previous BEV): only the
         current frame's features train the encoder, which saves most of the encoder's backward pass.
         """
+        per_agent = self.agent_features(batch, voxel_mask, temporal_fusion=temporal_fusion, history_grad=history_grad)
+        if not spatial_fusion:
+            return per_agent[:, 0]
+        return self.fuse(per_agent, batch)
+
+    def agent_features(self, batch: Batch, voxel_mask: Tensor | None = None, *, temporal_fusion: bool = True,
+                       history_grad: bool = True) -> Tensor:
+        """Each agent's own feature now, in its own BEV frame: [B, A, C, H, W] (what a collaborator sends for
+        fusion). The encoder per agent-frame, then temporal fusion (or the current frame's map); see ``encode``."""
         b, a, t = batch.frame_mask.shape
         if t != self.config.history:
             raise ValueError(f"batch has {t} history frames, model config.history is {self.config.history}")
@@ -84,13 +93,16 @@ class V2XModel(nn.Module):
         else:
             bev = self._encode_history_frozen(batch, voxel_mask)
         if temporal_fusion:
-            per_agent = self.temporal(bev, batch.frame_mask, batch.history_to_now, self.fusion_geometry)
-        else:
-            per_agent = bev[:, :, -1]
-        if not spatial_fusion:
-            return per_agent[:, 0]
-        z = self.agent_fusion(per_agent, batch.agent_mask, batch.agent_types, batch.agent_to_ego,
-                              self.fusion_geometry)
+            return self.temporal(bev, batch.frame_mask, batch.history_to_now, self.fusion_geometry)
+        return bev[:, :, -1]
+
+    def fuse(self, features: Tensor, batch: Batch, *, sent: Tensor | None = None) -> Tensor:
+        """Z [B, C, H, W] from the agents' features [B, A, C, H, W] (``agent_features``, or what the ego received
+        of them): agent fusion in the ego frame, then windowed spatial attention. ``batch`` gives the agents'
+        mask, types and ``agent_to_ego``; ``sent`` [B, A, H, W] bool (each agent's own frame), when given, marks
+        the cells the collaborators sent (the others take no part in the fusion)."""
+        z = self.agent_fusion(features, batch.agent_mask, batch.agent_types, batch.agent_to_ego,
+                              self.fusion_geometry, sent=sent)
         return self.spatial(z)
 
     def _encode_history_frozen(self, batch: Batch, voxel_mask: Tensor | None) -> Tensor:
@@ -160,6 +172,10 @@ class V2XModel(nn.Module):
             raise ValueError(f"heads must be a non-empty subset of {HEAD_NAMES}, got {tuple(heads)}")
         z = self.encode(batch, voxel_mask, temporal_fusion=temporal_fusion, spatial_fusion=spatial_fusion,
                         history_grad=history_grad)
+        return self.run_heads(z, heads)
+
+    def run_heads(self, z: Tensor, heads: Sequence[str]) -> ModelOutput:
+        """The requested heads (any of ``det``, ``pred``, ``recon``) on Z [B, C, H, W]."""
         out = ModelOutput(z=z)
         if "det" in heads or "pred" in heads:
             z_det, z_pred = self.task_fork(self.neck(z))

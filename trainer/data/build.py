@@ -12,6 +12,7 @@ import numpy as np
 
 from trainer.data.box_range import boxes_in_range
 from trainer.data.config import ConvertConfig
+from trainer.data.delayed_frames import DelayedFrames
 from trainer.data.geometry import world_xy_to_bev, wrap_angle
 from trainer.data.opencood import FrameAnnotation, ScenarioFiles, read_frame_points, read_frame_yaml
 from trainer.data.point_clean import clean_points
@@ -123,6 +124,46 @@ def sample_times(scenario: ScenarioFiles, ego_id: int, cfg: ConvertConfig) -> li
     return [i for i in range(first, last + 1, cfg.sample_stride) if scenario.timestamps[i] in own]
 
 
+def history_indices(t: int, cfg: ConvertConfig, delay: int = 0) -> list[int]:
+    """Timestamp indices of the history steps (oldest first) of a sample at index ``t``, ``delay`` raw frames late."""
+    return [t - delay - (cfg.history - 1 - k) * cfg.history_stride for k in range(cfg.history)]
+
+
+def read_window(reader: FrameReader, agent_id: int, indices: list[int]
+                ) -> tuple[np.ndarray, list[str | None], list[np.ndarray | None]]:
+    """One agent's frames at timestamp ``indices``: (poses [T, 6], NaN where missing; frame keys, None where
+    missing; points [n, 4] or None). A frame exists where the agent has a readable YAML and point file."""
+    scn = reader.scenario
+    poses = np.full((len(indices), 6), np.nan)
+    keys: list[str | None] = [None] * len(indices)
+    clouds: list[np.ndarray | None] = [None] * len(indices)
+    for k, idx in enumerate(indices):
+        if idx < 0 or scn.timestamps[idx] not in scn.agents[agent_id].yaml_files:
+            continue
+        ann = reader.annotation(agent_id, scn.timestamps[idx])
+        pts = reader.points(agent_id, scn.timestamps[idx]) if ann is not None else None
+        if ann is None or pts is None:
+            continue
+        poses[k], keys[k], clouds[k] = ann.lidar_pose, frame_key(scn.name, agent_id, scn.timestamps[idx]), pts
+    return poses, keys, clouds
+
+
+def build_delayed(reader: FrameReader, sample: Sample, t: int, cfg: ConvertConfig) -> DelayedFrames:
+    """The collaborators' history windows of ``sample`` (cut at index ``t``) delayed by 1..``cfg.delay_frames``
+    raw frames (``trainer.data.delayed_frames``); the ego's rows are empty."""
+    agents = sample.meta["agent_ids"]
+    levels, clouds = [], {}
+    poses = np.full((cfg.delay_frames, len(agents), cfg.history, 6), np.nan)
+    for d in range(1, cfg.delay_frames + 1):
+        level: list[list[str | None]] = [[None] * cfg.history]
+        for a, aid in enumerate(agents[1:], start=1):
+            poses[d - 1, a], names, points = read_window(reader, aid, history_indices(t, cfg, d))
+            level.append(names)
+            clouds.update((k, p) for k, p in zip(names, points) if k is not None)
+        levels.append(level)
+    return DelayedFrames(keys=levels, poses=poses, clouds=clouds)
+
+
 def _lookup_center(reader: FrameReader, order: list[int], timestamp: str, obj_id: int) -> np.ndarray | None:
     for aid in order:
         if timestamp not in reader.scenario.agents[aid].yaml_files:
@@ -147,24 +188,13 @@ def build_sample(reader: FrameReader, ego_id: int, t: int, cfg: ConvertConfig) -
             present[aid] = ann.lidar_pose[:2]
     agents = select_agents(cfg.mode, ego_id, present, comm_range=cfg.comm_range, max_agents=cfg.max_agents,
                            max_infra_vc=cfg.max_infra_vc)
-    hist_idx = [t - (cfg.history - 1 - k) * cfg.history_stride for k in range(cfg.history)]
-    a_n, t_n = len(agents), cfg.history
-    poses = np.full((a_n, t_n, 6), np.nan)
-    frame_valid = np.zeros((a_n, t_n), dtype=bool)
-    counts = np.zeros((a_n, t_n), dtype=np.int64)
-    keys: list[list[str | None]] = [[None] * t_n for _ in agents]
-    chunks = []
-    for a, aid in enumerate(agents):
-        for k, idx in enumerate(hist_idx):
-            if idx < 0 or stamps[idx] not in scn.agents[aid].yaml_files:
-                continue
-            ann = reader.annotation(aid, stamps[idx])
-            pts = reader.points(aid, stamps[idx]) if ann is not None else None
-            if ann is None or pts is None:
-                continue
-            poses[a, k], frame_valid[a, k], counts[a, k] = ann.lidar_pose, True, len(pts)
-            keys[a][k] = frame_key(scn.name, aid, stamps[idx])
-            chunks.append(pts)
+    hist_idx = history_indices(t, cfg)
+    windows = [read_window(reader, aid, hist_idx) for aid in agents]
+    poses = np.stack([pose for pose, _, _ in windows])
+    keys = [names for _, names, _ in windows]
+    frame_valid = np.array([[k is not None for k in names] for names in keys], dtype=bool)
+    counts = np.array([[0 if c is None else len(c) for c in clouds] for _, _, clouds in windows], dtype=np.int64)
+    chunks = [c for _, _, clouds in windows for c in clouds if c is not None]
     points = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, 4), np.float32)
 
     ego_pose = ego_ann.lidar_pose

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from trainer.data.box_range import RANGE_RULES
+from trainer.data.latency import LatencyConfig
+from trainer.data.pose_noise import PoseNoiseConfig
 from trainer.data.sample import MODES, normalise_obj_type
 from trainer.data.taxonomy import CUSTOM, DROP_ALL_OTHERS, taxonomy
 
@@ -52,8 +54,14 @@ class ConvertConfig:
     mask_ego_points: bool = False
     """Drop each agent's points inside its own footprint (``trainer.data.point_clean.EGO_BOX``, sensor
     frame), as OpenCOOD and V2X-Real do."""
+    delay_frames: int = 0
+    """Also store every collaborator's history window delayed by 1..delay_frames raw frames, for latency
+    (``trainer.data.delayed_frames``; up to 1 + delay_frames times the frames, when below ``history_stride``).
+    0 = none."""
 
     def __post_init__(self) -> None:
+        if self.delay_frames < 0:
+            raise ValueError(f"delay_frames must be >= 0, got {self.delay_frames}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         for name in ("max_agents", "history", "history_stride", "future_stride", "sample_stride"):
@@ -104,6 +112,10 @@ class AugmentConfig:
     """Probability of mirroring the y axis."""
     scale_range: list[float] = field(default_factory=lambda: [0.95, 1.05])
     """Uniform isotropic scale [min, max] (also scales heights and sizes)."""
+    pose_noise: PoseNoiseConfig = field(default_factory=PoseNoiseConfig)
+    """Gaussian errors on collaborators' poses (``trainer.data.pose_noise``), drawn anew every epoch."""
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    """Collaborators' frames delayed by raw frames (``trainer.data.latency``), drawn anew every epoch."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rotation_deg <= 180.0:

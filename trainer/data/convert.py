@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from trainer.data.build import FrameReader, build_sample, ego_allowed, sample_times
+from trainer.data.build import FrameReader, build_delayed, build_sample, ego_allowed, sample_times
 from trainer.data.box_range import RANGE_RULES
 from trainer.data.config import ConvertConfig
 from trainer.data.opencood import scan_split
@@ -97,7 +97,7 @@ def convert(
             if sample is None:
                 summary.skipped_samples += 1
                 continue
-            sink.write(sample)
+            sink.write(sample, build_delayed(reader, sample, t, cfg) if cfg.delay_frames else None)
             summary.type_counts.update(sample.meta["obj_type_names"][i] for i in sample.obj_types.tolist())
     if reader is not None:
         summary.absorb(reader)
@@ -116,6 +116,8 @@ def add_convert_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--future-stride", type=int, default=5)
     p.add_argument("--sample-stride", type=int, default=5, help="raw frames between sample times")
     p.add_argument("--partial-windows", action="store_true", help="also cut samples near scenario ends")
+    p.add_argument("--delay-frames", type=int, default=0,
+                   help="also store collaborators' frames delayed by 1..N raw frames (latency evaluation / training)")
     p.add_argument("--target-range", type=float, nargs=4, default=[-70.4, -40.0, 70.4, 40.0],
                    metavar=("X_MIN", "Y_MIN", "X_MAX", "Y_MAX"))
     p.add_argument("--taxonomy", choices=[*TAXONOMIES, CUSTOM], default=ConvertConfig.taxonomy,
@@ -136,7 +138,7 @@ def convert_config(args: argparse.Namespace) -> ConvertConfig:
         history_stride=args.history_stride, future=args.future, future_stride=args.future_stride,
         sample_stride=args.sample_stride, full_windows=not args.partial_windows, target_range=args.target_range,
         taxonomy=args.taxonomy, default_obj_type=args.default_obj_type, box_range_rule=args.box_range_rule,
-        zero_intensity=args.zero_intensity, mask_ego_points=args.mask_ego_points,
+        zero_intensity=args.zero_intensity, mask_ego_points=args.mask_ego_points, delay_frames=args.delay_frames,
     )
 
 
@@ -162,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: malformed source file {err.path}: {err.what}\nno shard was written; fix or remove the "
               "file, or pass --skip-bad to skip and count malformed files", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (OSError, ValueError) as err:  # missing source, unwritable output, bad --out pattern, frame clash
+    except (OSError, ValueError) as err:  # bad option or --out pattern, missing source, unwritable output, clash
         print(f"error: {err}\nno shard was written", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(summary.report())

@@ -1,11 +1,11 @@
 """The data errors that end a run rather than being skipped, and their one-line report.
 
 The loader raises them while reading (a sample of another schema version, an object type in no
-class), in the main process or inside a DataLoader worker. PyTorch re-raises a worker's exception
-in the main process as the same type built from one string: ``Caught <Type> in DataLoader worker
-process N.`` followed by the worker's whole traceback. The loader also appends the shard a sample
-came from to the exception's ``args``. ``fatal_data_message`` gets the message and the shard back
-in both cases, so the entry points can report them in one line with exit code 2.
+class, a latency the shards hold no frames for), in the main process or inside a DataLoader worker.
+PyTorch re-raises a worker's exception in the main process as the same type built from one string:
+``Caught <Type> in DataLoader worker process N.`` followed by the worker's whole traceback. The loader
+also appends the shard a sample came from to the exception's ``args``. ``fatal_data_message`` gets the
+message and the shard back in both cases, so the entry points can report them in one line with exit code 2.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from __future__ import annotations
 import ast
 
 from trainer.data.classes import UnmappedObjectTypeError
+from trainer.data.latency import LatencyUnavailableError
 from trainer.data.sample import SchemaVersionError
 
-FATAL_DATA_ERRORS: tuple[type[Exception], ...] = (SchemaVersionError, UnmappedObjectTypeError)
+FATAL_DATA_ERRORS: tuple[type[Exception], ...] = (SchemaVersionError, UnmappedObjectTypeError, LatencyUnavailableError)
 """Never skipped by the loader: re-converting the data or fixing the config is the only remedy."""
 
 _WORKER_PREFIX = "Caught "

@@ -23,6 +23,7 @@ from trainer.data import split
 from trainer.data.classes import ClassGrouping
 from trainer.data.data_errors import FATAL_DATA_ERRORS
 from trainer.data.collate import collate_prepared
+from trainer.data.conditions import Conditions, ConditionSampler
 from trainer.data.config import DataConfig
 from trainer.data.prepare import SamplePreparer
 from trainer.data.sample import decode_sample
@@ -108,11 +109,19 @@ class ShardBatchStream(IterableDataset):
     """Iterable of collated ``Batch`` es for one rank (each DataLoader worker reads its share)."""
 
     def __init__(self, urls: list[str], cfg: DataConfig, grid: GridConfig, *, train: bool, repeat: bool,
-                 rank: int, world_size: int, seed: int, epoch: int) -> None:
+                 rank: int, world_size: int, seed: int, epoch: int, conditions: Conditions | None = None) -> None:
         super().__init__()
         self.urls, self.cfg, self.grid = urls, cfg, grid
         self.train, self.repeat = train, repeat
         self.rank, self.world_size, self.seed, self.epoch = rank, world_size, seed, epoch
+        self.conditions = conditions
+        """Pose noise and latency of every sample (training: the augmentation's; evaluation: the caller's)."""
+
+    def _condition_sampler(self) -> ConditionSampler | None:
+        """Training draws new errors and delays each epoch; an evaluation draws the same ones every time."""
+        if self.conditions is None or not self.conditions.enabled:
+            return None
+        return ConditionSampler(self.conditions, stream=(self.seed, self.epoch) if self.train else ())
 
     def _shard_urls(self, worker: int, num_workers: int, counter: SkipCounter) -> Iterator[dict]:
         worker_seed = split.make_seed(self.seed, self.epoch, self.rank, worker)
@@ -150,6 +159,7 @@ class ShardBatchStream(IterableDataset):
             seed=split.make_seed("augment", self.seed, self.epoch, self.rank, worker),
         )
         voxelizer = FrameVoxelizer(self.grid)
+        conditions = self._condition_sampler()
         records = self._raw_samples(worker, num_workers, counter)
         if self.train and self.cfg.shuffle_buffer > 0:
             records = _shuffle(records, bufsize=self.cfg.shuffle_buffer, initial=self.cfg.shuffle_buffer,
@@ -158,7 +168,8 @@ class ShardBatchStream(IterableDataset):
         for record in records:
             read_in = record.pop(PASS_KEY)
             try:
-                pending.append(preparer(decode_sample(record)))
+                sample = decode_sample(record)
+                pending.append(preparer(conditions(sample, record) if conditions is not None else sample))
             except Exception as exn:  # noqa: BLE001 - the handler decides: count and skip, or re-raise
                 exn.args = exn.args + (record.get("__url__", ""),)
                 counter(exn)
@@ -208,14 +219,21 @@ class ShardLoader:
 
 
 def build_loader(cfg: DataConfig, grid: GridConfig, *, split: str, rank: int, world_size: int, seed: int,
-                 epoch: int = 0) -> ShardLoader:
+                 epoch: int = 0, conditions: Conditions | None = None) -> ShardLoader:
     """Batches of ``models.batch.Batch`` on the CPU for ``split`` (``"train"`` or ``"val"``) of one rank.
 
+    ``conditions``: the pose noise and latency of an evaluation (``"val"`` only; training takes those of
+    ``cfg.augment`` when augmentation is enabled).
     (The ``split`` argument shadows the ``split`` module here, hence the two helpers below.)
     """
     name = split
     if name not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {name!r}")
+    if name == "train":
+        if conditions is not None:
+            raise ValueError("training conditions come from data.augment.pose_noise / data.augment.latency")
+        if cfg.augment.enabled:
+            conditions = Conditions(pose_noise=cfg.augment.pose_noise, latency=cfg.augment.latency)
     spec = cfg.train_shards if name == "train" else cfg.val_shards
     if not spec:
         raise ValueError(f"data.{name}_shards is empty")
@@ -230,7 +248,7 @@ def build_loader(cfg: DataConfig, grid: GridConfig, *, split: str, rank: int, wo
             raise ValueError("data.val_samples must be set when world_size > 1 (every rank needs the same batch count)")
         num_batches = None
     stream = ShardBatchStream(urls, cfg, grid, train=train, repeat=num_batches is not None, rank=rank,
-                              world_size=world_size, seed=seed, epoch=epoch)
+                              world_size=world_size, seed=seed, epoch=epoch, conditions=conditions)
     return ShardLoader(stream, num_workers=cfg.num_workers, num_batches=num_batches)
 
 

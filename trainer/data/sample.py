@@ -142,7 +142,7 @@ def sample_frames(sample: Sample) -> Iterator[tuple[str, np.ndarray]]:
             yield key, sample.points[starts[i] : starts[i + 1]]
 
 
-def _frame_keys_problem(keys: object) -> str | None:
+def frame_grid_problem(keys: object) -> str | None:
     """Why ``keys`` is not an [A][T] grid (A, T >= 1) of frame keys or None; None if it is one."""
     if not isinstance(keys, list) or not keys or not all(isinstance(row, list) for row in keys):
         return "must be a non-empty list of lists"
@@ -176,7 +176,7 @@ def validate_sample(sample: Sample) -> None:
             got = (getattr(arr, "dtype", type(arr)), getattr(arr, "ndim", None))
             raise SampleFormatError(f"{sample.key}: {name} must be {np.dtype(dtype)} rank {rank}, got {got}")
     a, t = sample.frame_valid.shape
-    problem = _frame_keys_problem(sample.frame_keys)
+    problem = frame_grid_problem(sample.frame_keys)
     if problem is not None:
         raise SampleFormatError(f"{sample.key}: {FRAME_LIST_MEMBER} {problem}")
     named = np.array([[k is not None for k in row] for row in sample.frame_keys])
@@ -253,7 +253,7 @@ def _json_member(record: dict, member: str) -> object:
 def frame_keys_of(record: dict) -> list[list[str | None]]:
     """The [A][T] frame keys a sample record names (its ``frames.json``); ``SampleFormatError`` if malformed."""
     keys = _json_member(record, FRAME_LIST_MEMBER)
-    problem = _frame_keys_problem(keys)
+    problem = frame_grid_problem(keys)
     if problem is not None:
         raise SampleFormatError(f"{record.get('__key__', '?')}: {FRAME_LIST_MEMBER} {problem}")
     return keys  # type: ignore[return-value]

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 from webdataset.handlers import reraise_exception
 
+from trainer.data.delayed_frames import delayed_keys_of
 from trainer.data.sample import (
     FRAME_MEMBER,
     FRAMES_KEY,
@@ -61,13 +62,14 @@ class FrameTable:
             self._frames[key] = str(exn)
 
     def attach(self, record: dict) -> dict:
-        """``record`` with ``FRAMES_KEY`` set to the known frames among those it names (a malformed
-        ``frames.json`` attaches nothing: ``decode_sample`` reports it)."""
+        """``record`` with ``FRAMES_KEY`` set to the known frames among those it names in ``frames.json`` and in
+        ``delayed_frames.json`` (a malformed ``frames.json`` attaches nothing: ``decode_sample`` reports it)."""
         try:
-            keys = frame_keys_of(record)
+            keys = [k for row in frame_keys_of(record) for k in row]
         except SampleFormatError:
             return record
-        record[FRAMES_KEY] = {k: self._frames[k] for row in keys for k in row if k in self._frames}
+        keys += delayed_keys_of(record)
+        record[FRAMES_KEY] = {k: self._frames[k] for k in keys if k in self._frames}
         return record
 
 

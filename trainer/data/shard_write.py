@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 
+from trainer.data.delayed_frames import DelayedFrames, encode_delayed
 from trainer.data.sample import Sample, encode_frame, encode_sample, sample_frames
 
 SHARD_MTIME = 0
@@ -79,13 +80,17 @@ class ShardSink:
         self._in_shard = 0
         self._shard_frames = set()
 
-    def write(self, sample: Sample) -> None:
-        """Write ``sample`` (validated first), preceded by those of its frames this shard lacks.
+    def write(self, sample: Sample, delayed: DelayedFrames | None = None) -> None:
+        """Write ``sample`` (validated first), preceded by those of its frames this shard lacks; ``delayed``
+        (its collaborators' delayed windows, ``trainer.data.delayed_frames``) adds its members and frames.
 
         Raises ``SampleFormatError`` for an invalid sample and ``FrameClashError`` when a frame key
         arrives with points other than those written under it before."""
         record = encode_sample(sample)
         frames = list(sample_frames(sample))
+        if delayed is not None:
+            record.update(encode_delayed(delayed))
+            frames += list(delayed.frames())
         for key, points in frames:
             digest = _digest(points)
             if self._digests.setdefault(key, digest) != digest:

@@ -16,7 +16,7 @@ from trainer.config import StageConfig, TrainConfig, wandb_init_kwargs
 from trainer.config_io import to_yaml
 from trainer.data.loader import build_loader
 from trainer.eval.table import format_table
-from trainer.eval.model_eval import inner_model
+from trainer.eval.model_eval import evaluation_conditions, inner_model
 from trainer.checkpointing.export import FINAL_WEIGHTS, export_weights, final_weights
 from trainer.engine.faults import FaultInjector
 from trainer.engine.freezing import apply_freeze, load_initial_weights
@@ -139,7 +139,7 @@ def _run_stage(cfg: TrainConfig, name: str, index: int, stage: StageConfig, stag
 
     def evaluate(engine: Any) -> dict[str, float]:
         batches = build_loader(cfg.data, cfg.model.grid, split="val", rank=rt.rank, world_size=rt.world_size,
-                               seed=cfg.run.seed)
+                               seed=cfg.run.seed, conditions=evaluation_conditions(cfg))
         return module.task.evaluate(inner_model(engine), batches, cfg, device=rt.device,
                                     gather=rt.gather_objects if rt.world_size > 1 else None,
                                     max_batches=cfg.loop.eval_batches)

@@ -7,6 +7,10 @@ from typing import Optional
 
 from trainer.eval.protocols import AP_PROTOCOLS, PRED_PROTOCOLS, APRules, PredictionRules
 
+from trainer.data.latency import LatencyConfig
+from trainer.data.pose_noise import PoseNoiseConfig
+from trainer.eval.cooperative_config import FUSION_MODES, CommConfig
+
 PRED_MATCH_RULES = ("iou", "distance")
 
 
@@ -44,6 +48,17 @@ class EvalConfig:
     distance_bins: list[float] = field(default_factory=list)
     """Edges (m) of distance ranges for ``AP[<lo>-<hi>m]@<t>`` besides the overall AP, e.g. [0, 30, 50] for
     0-30, 30-50 and 50+ m; a box's distance is its BEV centre's from the ego. Empty: none."""
+
+    fusion: str = "intermediate"
+    """What is evaluated: ``intermediate`` (the model's feature fusion), ``none`` (the ego alone) or ``late``
+    (each agent's own detections merged by NMS in the ego frame); see ``trainer.eval.cooperative``."""
+    comm: CommConfig = field(default_factory=CommConfig)
+    """The collaborators' messages: precision and sparsification; their bytes are reported."""
+    pose_noise: PoseNoiseConfig = field(default_factory=PoseNoiseConfig)
+    """Gaussian errors on the collaborators' poses during evaluation (seeded per sample: every evaluation of a
+    sample draws the same errors)."""
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    """Collaborators' frames delayed by raw frames during evaluation (seeded per sample like ``pose_noise``)."""
 
     @property
     def ap_rules(self) -> APRules:
@@ -90,3 +105,5 @@ class EvalConfig:
             raise ValueError(f"eval.miss_threshold must be > 0, got {self.miss_threshold}")
         if self.epa_fp_weight < 0:
             raise ValueError(f"eval.epa_fp_weight must be >= 0, got {self.epa_fp_weight}")
+        if self.fusion not in FUSION_MODES:
+            raise ValueError(f"eval.fusion must be one of {FUSION_MODES}, got {self.fusion!r}")

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import torch
 
 from models.batch import Batch
 from models.detections import SceneDetections
-from models.decode import decode_detections
-from models.point_refine import scene_points
-from models.track_decode import read_past_offsets
 from models.v2x_model import V2XModel
 from trainer.config import StageConfig, TrainConfig
+from trainer.data.conditions import Conditions
+from trainer.eval.communication import CommunicationLog, MessageRecord
+from trainer.eval.cooperative import predict_cooperative
+from trainer.eval.decoding import decode_scenes
 from trainer.eval.evaluator import Evaluator
 from trainer.tasks import stage_switches, stage_view
 
@@ -31,10 +32,6 @@ def inner_model(engine: Any) -> V2XModel:
     return module
 
 
-def detections_to_cpu(det: SceneDetections) -> SceneDetections:
-    return SceneDetections(**{f.name: getattr(det, f.name).cpu() for f in dataclasses.fields(det)})
-
-
 @torch.no_grad()
 def predict_scenes(model: V2XModel, batch: Batch, *, stage: StageConfig | None = None,
                    score_threshold: float = 0.1) -> list[SceneDetections]:
@@ -43,33 +40,47 @@ def predict_scenes(model: V2XModel, batch: Batch, *, stage: StageConfig | None =
     view = stage_view(batch, stage) if stage is not None else batch
     switches = stage_switches(stage) if stage is not None else {}
     out = model(view, heads=("det", "pred"), **switches)
-    refine = tracks = None
-    if model.refine_head is not None:
-        points = scene_points(view)
-        refine = lambda scene, boxes, labels: model.refine_boxes(points[scene], boxes, labels)  # noqa: E731
-    if model.track_head is not None and out.past_offsets is not None:
-        frames = [scene_points(view, step) for step in range(out.past_offsets.shape[1])]
+    return decode_scenes(model, out, view, score_threshold=score_threshold)
 
-        def tracks(scene: int, boxes: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            offsets = read_past_offsets(out.past_offsets[scene:scene + 1].float(), boxes[None, :, :2], model.geometry)
-            _, _, trajectories, logits = model.track_futures([f[scene] for f in frames], boxes, labels, offsets[0])
-            return trajectories, logits
-    return [detections_to_cpu(d) for d in decode_detections(out, model.geometry, score_threshold=score_threshold,
-                                                             iou_rectifier=model.config.iou_rectifier, refine=refine,
-                                                             tracks=tracks)]
+
+@dataclass
+class EvaluationResult:
+    """What an evaluation gives: the metrics (the communication summary ``comm/*`` included) and the bytes each
+    collaborator of each sample sent (one ``MessageRecord`` per sample, sorted by key)."""
+
+    metrics: dict[str, float]
+    messages: list[MessageRecord]
 
 
 @torch.no_grad()
-def evaluate_model(model: V2XModel, batches: Iterable[Batch], cfg: TrainConfig, *, device: torch.device,
-                   gather: Any = None, stage: StageConfig | None = None, max_batches: int = 0) -> dict[str, float]:
-    """Metrics of ``model`` on ``batches`` (every rank calls this; results are identical on all ranks)."""
+def run_evaluation(model: V2XModel, batches: Iterable[Batch], cfg: TrainConfig, *, device: torch.device,
+                   gather: Any = None, stage: StageConfig | None = None, max_batches: int = 0) -> EvaluationResult:
+    """Evaluate ``model`` on ``batches`` under ``cfg.eval`` (its fusion mode and messages; the pose noise and
+    latency are the loader's). Every rank calls this; the results are identical on all ranks."""
     evaluator = Evaluator(cfg.eval, gather=gather)
+    messages = CommunicationLog(gather=gather)
     was_training = model.training
     model.eval()
     for i, batch in enumerate(batches):
         if max_batches and i >= max_batches:
             break
         batch = batch.to(device)
-        evaluator.update(predict_scenes(model, batch, stage=stage), batch)
+        prediction = predict_cooperative(model, batch, cfg.eval, stage=stage)
+        evaluator.update(prediction.detections, batch)
+        messages.update(batch, prediction.message_bytes)
     model.train(was_training)
-    return evaluator.compute()
+    metrics = evaluator.compute()
+    comm_metrics, records = messages.compute()
+    return EvaluationResult(metrics={**metrics, **comm_metrics}, messages=records)
+
+
+def evaluate_model(model: V2XModel, batches: Iterable[Batch], cfg: TrainConfig, *, device: torch.device,
+                   gather: Any = None, stage: StageConfig | None = None, max_batches: int = 0) -> dict[str, float]:
+    """The metrics of :func:`run_evaluation`."""
+    return run_evaluation(model, batches, cfg, device=device, gather=gather, stage=stage,
+                          max_batches=max_batches).metrics
+
+
+def evaluation_conditions(cfg: TrainConfig) -> Conditions:
+    """The pose noise and latency the evaluation's loader applies (``eval.pose_noise``, ``eval.latency``)."""
+    return Conditions(pose_noise=cfg.eval.pose_noise, latency=cfg.eval.latency)

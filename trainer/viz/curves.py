@@ -16,8 +16,9 @@ NON_SERIES_KEYS = ("step", "stage", "epoch", "time", "wall_time")
 """Record keys that are never plotted as curves."""
 PANELS = (("loss/", "loss"), ("lr", "learning rate"), ("eval/AP", "detection AP"),
           (("eval/EPA", "eval/MR"), "prediction rates (EPA, MR)"), (("eval/minADE", "eval/minFDE"), "prediction error (m)"),
-          ("eval/num_", "evaluation counts"), ("balance/", "balancer"), ("samples_per_s", "throughput (samples/s)"),
-          ("grad_norm", "gradient norm"), ("pretrain/recon_cells", "reconstructed cells"))
+          ("eval/num_", "evaluation counts"), ("eval/comm/", "communication (bytes)"), ("balance/", "balancer"),
+          ("samples_per_s", "throughput (samples/s)"), ("grad_norm", "gradient norm"),
+          ("pretrain/recon_cells", "reconstructed cells"))
 """(key prefix or prefixes, panel title) in drawing order: one panel per quantity of one scale; other
 numeric keys go to a last "other" panel."""
 

@@ -11,10 +11,16 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from trainer.data.config import ConvertConfig
 from trainer.data.sample import SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from trainer.data.convert import ConvertSummary
+
+SPLITS = ("train", "val")
+"""The splits of the built-in dataset."""
 
 
 @dataclass(kw_only=True)
@@ -35,18 +41,24 @@ class SyntheticDataConfig:
     """Frames per scenario at 10 Hz."""
     sample_stride: int = 5
     """Raw frames between consecutive samples of one ego."""
+    delay_frames: int = 0
+    """Also store the collaborators' frames delayed by 1..delay_frames raw frames, so that latency of that many
+    frames can be trained and evaluated (``trainer.data.delayed_frames``; 3 makes the shards 3.6 times as
+    large). 0 = none."""
 
     def __post_init__(self) -> None:
         if self.train_scenarios < 1 or self.val_scenarios < 1:
             raise ValueError("synthetic.train_scenarios and synthetic.val_scenarios must be >= 1")
         if self.frames < 60:
             raise ValueError(f"synthetic.frames must be >= 60 (5 history + 6 future steps at 2 Hz), got {self.frames}")
-        if self.sample_stride < 1 or self.seed < 0:
-            raise ValueError("synthetic.sample_stride must be >= 1 and synthetic.seed >= 0")
+        if self.sample_stride < 1 or self.seed < 0 or self.delay_frames < 0:
+            raise ValueError("synthetic.sample_stride must be >= 1, synthetic.seed and synthetic.delay_frames >= 0")
 
     def root(self) -> Path:
         base = self.cache_dir or os.environ.get("TURBOTRAIN_CACHE") or str(Path.home() / ".cache" / "turbotrain")
         spec = {k: v for k, v in asdict(self).items() if k not in ("enabled", "cache_dir")}
+        if not self.delay_frames:  # datasets without delayed frames keep the cache folder they had before it existed
+            del spec["delay_frames"]
         spec["schema_version"] = SCHEMA_VERSION  # schema-v1 caches were keyed by the spec alone
         digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
         return Path(base) / f"synthetic-{digest}"
@@ -85,24 +97,37 @@ def prepare_synthetic(cfg: SyntheticDataConfig, *, max_agents: int, history: int
     return root
 
 
-def _generate(cfg: SyntheticDataConfig, root: Path, *, max_agents: int, history: int,
-              log: Callable[[str], None]) -> None:
+def generate_split(cfg: SyntheticDataConfig, split: str, out: Path, *, max_agents: int, history: int) -> ConvertSummary:
+    """Generate and convert one split (``train``: seed ``cfg.seed``; ``val``: seed ``cfg.seed + 1000``) into
+    ``out/shards/<split>-%06d.tar``; the raw scenes under ``out/raw/<split>`` are deleted afterwards (the shards
+    hold everything training reads; the raw scenes are 60% of the disk)."""
     from trainer.data.convert import convert
     from trainer.data.synth import SynthConfig, generate_dataset
 
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    seed, count = (cfg.seed, cfg.train_scenarios) if split == "train" else (cfg.seed + 1000, cfg.val_scenarios)
+    raw = out / "raw" / split
+    generate_dataset(SynthConfig(seed=seed, num_scenarios=count, num_frames=cfg.frames), raw, progress=False,
+                     workers=os.cpu_count() or 1)
+    summary = convert(raw, str(out / "shards" / f"{split}-%06d.tar"),
+                      ConvertConfig(max_agents=max_agents, history=history, sample_stride=cfg.sample_stride,
+                                    delay_frames=cfg.delay_frames),
+                      maxcount=64, progress=False)
+    shutil.rmtree(raw)
+    return summary
+
+
+def _generate(cfg: SyntheticDataConfig, root: Path, *, max_agents: int, history: int,
+              log: Callable[[str], None]) -> None:
     log(f"generating the synthetic V2X dataset into {root} (once; cached afterwards)")
     tmp = root.with_name(root.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    for split, seed, count in (("train", cfg.seed, cfg.train_scenarios), ("val", cfg.seed + 1000, cfg.val_scenarios)):
-        raw = tmp / "raw" / split
-        generate_dataset(SynthConfig(seed=seed, num_scenarios=count, num_frames=cfg.frames), raw, progress=False,
-                         workers=os.cpu_count() or 1)
-        summary = convert(raw, str(tmp / "shards" / f"{split}-%06d.tar"),
-                          ConvertConfig(max_agents=max_agents, history=history, sample_stride=cfg.sample_stride),
-                          maxcount=64, progress=False)
+    for split in SPLITS:
+        summary = generate_split(cfg, split, tmp, max_agents=max_agents, history=history)
         log(f"  {split}: {summary.samples} samples in {len(summary.shards)} shards"
             + (f", {summary.skipped_samples} skipped" if summary.skipped_samples else ""))
-    shutil.rmtree(tmp / "raw")  # the shards hold everything training reads; the raw scenes are 60% of the disk
+    shutil.rmtree(tmp / "raw", ignore_errors=True)
     (tmp / "COMPLETE").write_text(json.dumps(asdict(cfg)))
     shutil.rmtree(root, ignore_errors=True)
     os.replace(tmp, root)
