@@ -12,9 +12,10 @@ class TrackOutputs:
     """The track stage (``models.track_decode``) for M objects per scene: what its losses read."""
 
     proposals: Tensor
-    """[B, M, S, 7] (detached) each object's box moved to its coarse past positions (the refinement's input)."""
+    """[B, M, S, P, 7] (detached) each object's box at its past position before each of the P refinement
+    passes at each past frame (the refinement's inputs)."""
     residuals: Tensor
-    """[B, M, S, 8] the point refinement's residuals for ``proposals``."""
+    """[B, M, S, P, 8] the track refinement's residuals for ``proposals``."""
     origin: Tensor
     """[B, M, 7] (detached) the boxes the tracks and trajectories are relative to (refined current boxes)."""
     trajectories: Tensor

@@ -6,11 +6,14 @@ positions over 2 s) and its class misses the 2 m final-displacement rule for 12%
 default job's model misses it for 55% (``bench/prediction_errors.py``). So this stage estimates the track:
 1. the prediction head also regresses each object's past positions, one per history frame (coarse);
 2. a point refinement of its own (``models.point_refine.PointRefineHead`` with a wider margin,
-   ``TRACK_MARGIN_M``) places the object in each history frame's points, from a proposal at that coarse
-   position, as the detection's refinement places the current box;
+   ``TRACK_MARGIN_M``) places the object in each history frame's points, newest frame first, as the
+   detection's refinement places the current box: the newest past frame from the coarse position, each older
+   one from the constant-velocity extrapolation of the two newer placed positions (``backward_prior``), each in
+   ``TRACK_PASSES`` passes (a pass starts where the previous one placed the box). A fast car's coarse position
+   half a second back is off by about a metre, and the velocity the decoder needs is that of the placed track;
 3. ``TrackDecoder`` decodes K future modes from the placed track, in the object's own frame.
 
-The pieces are pure functions (``past_proposals``, ``to_box_frame``, ``from_box_frame``) around one small MLP.
+The pieces are pure functions (``backward_prior``, ``to_box_frame``, ``from_box_frame``) around one small MLP.
 """
 
 from __future__ import annotations
@@ -24,16 +27,16 @@ from models.warp import sample_at_points
 TRACK_MARGIN_M = 1.5
 """The track refinement reads the points up to this far outside each past proposal (along its length and width):
 the coarse past positions are off by a metre or more, where the current boxes are off by tenths."""
+TRACK_PASSES = 2
+"""Refinement passes per past frame."""
 TRACK_SCALE_M = 10.0
 """Track positions enter the decoder divided by this (metres), so its inputs are of order one."""
 
 
-def past_proposals(boxes: Tensor, past_offsets: Tensor) -> Tensor:
-    """Each box moved to each of its past positions: boxes [N, 7], past_offsets [N, S, 2] (metres from the box
-    centre) -> [N, S, 7] (the same z, size and yaw; the refinement corrects the position)."""
-    moved = boxes[:, None].expand(-1, past_offsets.shape[1], -1).clone()
-    moved[..., :2] = moved[..., :2] + past_offsets.to(moved.dtype)
-    return moved
+def backward_prior(next_xy: Tensor, after_xy: Tensor) -> Tensor:
+    """Where an object was at frame s, at constant velocity, from its positions at frames s+1 (``next_xy``) and
+    s+2 (``after_xy``), both [N, 2] -> [N, 2]."""
+    return 2 * next_xy - after_xy
 
 
 def read_past_offsets(past_offsets: Tensor, centres: Tensor, geometry: BevGeometry) -> Tensor:

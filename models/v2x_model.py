@@ -16,7 +16,8 @@ from models.heads import DetectionHead, HeadNeck, PredictionHead, Reconstruction
 from models.output import ModelOutput
 from models.pillar_encoder import PillarEncoder
 from models.point_refine import PointRefineHead, apply_residuals, scene_points
-from models.track_decode import TRACK_MARGIN_M, TrackDecoder, from_box_frame, past_proposals, to_box_frame
+from models.track_decode import (TRACK_MARGIN_M, TRACK_PASSES, TrackDecoder, backward_prior, from_box_frame,
+                                 to_box_frame)
 from models.sparse_encoder import SparseEncoder
 from models.temporal_fusion import TemporalFusion
 from models.window_attention import WindowAttention
@@ -148,21 +149,33 @@ class V2XModel(nn.Module):
         past_points: the scene's points of each history frame before now, oldest first (S tensors [P_s, 4], ego
         frame now; ``scene_points(batch, s)``); boxes [N, 7] the objects now (refined); labels [N];
         past_offsets [N, S, 2] the prediction head's coarse past positions, metres from each centre.
-        Returns (proposals [N, S, 7], residuals [N, S, 8] of the refinement at each past frame, trajectories
+        Frames are placed newest first, each in ``TRACK_PASSES`` refinement passes. Returns (proposals
+        [N, S, TRACK_PASSES, 7] and residuals [N, S, TRACK_PASSES, 8] of every pass, trajectories
         [N, K, T_f, 2] metres from each centre in ego axes, mode logits [N, K]).
         """
         if self.track_head is None or self.track_refine_head is None:
             raise ValueError("this model has no track decoder (model.track_decoder is false)")
         boxes = boxes.detach().float()
-        proposals = past_proposals(boxes, past_offsets.detach().float())  # [N, S, 7]
-        refined = [self.track_refine_head.refine(points, proposals[:, s], labels)
-                   for s, points in enumerate(past_points)]
-        residuals = torch.stack([r for r, _ in refined], dim=1)  # [N, S, 8]
-        counts = torch.stack([c for _, c in refined], dim=1)  # [N, S]
-        track = apply_residuals(proposals, residuals.detach().float())[..., :2]
-        local, logits = self.track_head(to_box_frame(track, boxes), counts, boxes, labels)
+        coarse = boxes[:, None, :2] + past_offsets.detach().float()  # [N, S, 2]
+        steps = coarse.shape[1]
+        placed: list[Tensor] = [boxes[:, :2]]  # positions from now backwards
+        proposals, residuals, counts = [None] * steps, [None] * steps, [None] * steps
+        for s in reversed(range(steps)):
+            box = boxes.clone()
+            box[:, :2] = coarse[:, s] if s == steps - 1 else backward_prior(placed[-1], placed[-2])
+            frame_proposals, frame_residuals = [], []
+            for _ in range(TRACK_PASSES):
+                residual, counts[s] = self.track_refine_head.refine(past_points[s], box, labels)
+                frame_proposals.append(box)
+                frame_residuals.append(residual)
+                box = box.clone()
+                box[:, :2] = apply_residuals(box, residual.detach().float())[:, :2]
+            proposals[s], residuals[s] = torch.stack(frame_proposals, 1), torch.stack(frame_residuals, 1)
+            placed.append(box[:, :2])
+        track = torch.stack(placed[:0:-1], dim=1)  # [N, S, 2], oldest first
+        local, logits = self.track_head(to_box_frame(track, boxes), torch.stack(counts, 1), boxes, labels)
         trajectories = from_box_frame(local.float(), boxes) - boxes[:, None, None, :2]
-        return proposals, residuals, trajectories, logits
+        return torch.stack(proposals, 1), torch.stack(residuals, 1), trajectories, logits
 
     def forward(self, batch: Batch, *, heads: Sequence[str] = ("det", "pred"), voxel_mask: Tensor | None = None,
                 temporal_fusion: bool = True, spatial_fusion: bool = True, history_grad: bool = True) -> ModelOutput:

@@ -10,7 +10,8 @@ import torch
 from models.config import model_config
 from models.heads import PredictionHead
 from models.point_refine import scene_points
-from models.track_decode import TrackDecoder, from_box_frame, past_proposals, read_past_offsets, to_box_frame
+from models.track_decode import (TRACK_PASSES, TrackDecoder, backward_prior, from_box_frame, read_past_offsets,
+                                 to_box_frame)
 from models.v2x_model import V2XModel
 from tests.batch_factory import make_batch
 from trainer.eval.model_eval import predict_scenes
@@ -32,12 +33,25 @@ def test_box_frame_coding_round_trips_and_points_along_the_heading():
     assert torch.allclose(from_box_frame(to_box_frame(xy, boxes), boxes), xy, atol=1e-5)
 
 
-def test_past_proposals_move_only_the_centre():
-    boxes = torch.tensor([[1.0, 2.0, -1.0, 4.0, 2.0, 1.5, 0.4]])
-    moved = past_proposals(boxes, torch.tensor([[[-3.0, 0.5], [-1.0, 0.0]]]))
-    assert moved.shape == (1, 2, 7)
-    assert torch.allclose(moved[0, :, :2], torch.tensor([[-2.0, 2.5], [0.0, 2.0]]))
-    assert torch.equal(moved[0, :, 2:], boxes[:, 2:].expand(2, -1))
+def test_backward_prior_extrapolates_at_constant_velocity():
+    next_xy, after_xy = torch.tensor([[4.0, 1.0], [0.0, 0.0]]), torch.tensor([[6.0, 2.0], [0.0, 0.0]])
+    assert torch.equal(backward_prior(next_xy, after_xy), torch.tensor([[2.0, 0.0], [0.0, 0.0]]))
+
+
+def test_frames_are_placed_newest_first_from_the_coarse_position_then_by_extrapolation():
+    config = _config()
+    model = V2XModel(config)  # an untrained track refinement leaves every proposal where it is
+    boxes = torch.tensor([[10.0, 0.0, -1.0, 4.0, 2.0, 1.5, 0.0], [0.0, 5.0, -1.0, 0.6, 0.6, 1.7, 1.0]])
+    coarse = torch.tensor([[[-9.0, 0.5], [-4.0, 0.0]], [[0.0, -1.0], [0.0, -0.5]]])  # [N, S=2, 2], oldest first
+    points = [torch.randn(30, 4), torch.randn(30, 4)]
+    proposals, residuals, trajectories, logits = model.track_futures(points, boxes, torch.tensor([0, 1]), coarse)
+    assert proposals.shape == (2, 2, TRACK_PASSES, 7) and residuals.shape == (2, 2, TRACK_PASSES, 8)
+    assert trajectories.shape == (2, config.num_modes, config.future_steps, 2) and logits.shape == (2, config.num_modes)
+    newest = boxes[:, :2] + coarse[:, 1]
+    assert torch.allclose(proposals[:, 1, 0, :2], newest)  # the newest past frame starts at the coarse position
+    assert torch.allclose(proposals[:, 0, 0, :2], backward_prior(newest, boxes[:, :2]))  # the older by extrapolation
+    assert torch.allclose(proposals[:, :, 1], proposals[:, :, 0], atol=1e-6)  # the identity refinement moves nothing
+    assert torch.equal(proposals[..., 2:], boxes[:, None, None, 2:].expand(-1, 2, TRACK_PASSES, -1))
 
 
 def test_the_dense_head_codes_past_positions_backwards_from_now():
@@ -110,7 +124,7 @@ def test_a_model_with_a_track_decoder_trains_it_and_decodes_with_it():
     out = with_tracks(model, with_refinement(model, model(batch), batch), batch)
     m = batch.gt_classes.shape[1]
     assert out.past_offsets.shape[1:3] == (config.history - 1, 2)
-    assert out.track.proposals.shape == (2, m, config.history - 1, 7)
+    assert out.track.proposals.shape == (2, m, config.history - 1, TRACK_PASSES, 7)
     assert out.track.trajectories.shape == (2, m, config.num_modes, config.future_steps, 2)
     assert not out.track.proposals.requires_grad and not out.track.origin.requires_grad
     losses = task_losses(out, batch, model.geometry)

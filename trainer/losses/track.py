@@ -5,7 +5,7 @@ placed by the point refinement (what inference starts from, detached), or from t
 runs no detection head. Its losses:
 - ``past``: L1 of the prediction head's past positions at the true centres (this one trains the shared encoder,
   through the prediction branch of the task fork);
-- ``track_refine``: L1 of the refinement's (du, dv) at each past frame, against the true past positions;
+- ``track_refine``: L1 of the refinement's (du, dv) at each past frame and pass, against the true past positions;
 - ``track_trajectory`` / ``track_mode``: winner-takes-all regression and mode cross-entropy of the decoded futures.
 The last three reach only the refinement and decoder MLPs (their inputs are detached).
 """
@@ -59,11 +59,12 @@ def past_offset_loss(past_offsets: Tensor, batch: Batch, geometry: BevGeometry) 
 def track_losses(track: TrackOutputs, batch: Batch, geometry: BevGeometry) -> tuple[Tensor, Tensor, Tensor]:
     """(track_refine, track_trajectory, track_mode) of the track stage's outputs at the ground-truth objects."""
     _, usable = objects_on_map(batch.gt_boxes, batch.gt_mask, geometry)
-    steps = track.proposals.shape[2]
+    steps = track.proposals.shape[2]  # proposals [B, M, S, passes, 7]
     target_boxes = track.proposals.float().clone()
-    target_boxes[..., :2] = batch.gt_past[:, :, :steps].float()
+    target_boxes[..., :2] = batch.gt_past[:, :, :steps, None].float()
     target = encode_residuals(track.proposals.float(), target_boxes)[..., :2]
-    weight = (batch.gt_past_valid[:, :, :steps] & usable[..., None]).to(target.dtype)
+    weight = (batch.gt_past_valid[:, :, :steps] & usable[..., None])[..., None].expand(target.shape[:-1])
+    weight = weight.to(target.dtype)
     refine = ((track.residuals[..., :2].float() - target).abs().sum(-1) * weight).sum() / weight.sum().clamp_min(1)
     origin = track.origin[..., None, :2].float()  # [B, M, 1, 2]
     regression, mode = winner_takes_all_losses(track.trajectories, track.mode_logits, batch.gt_future.float() - origin,
