@@ -200,7 +200,7 @@ def main() -> None:
 
     setup = load_for_inference(args.checkpoint, stage=args.stage)
     ev, data = setup.cfg.eval, setup.cfg.data
-    score = ev.pred_score_threshold if args.score is None else args.score
+    score = ev.score_cut if args.score is None else args.score
     radius = ev.pred_match_distance if args.radius is None else args.radius
     step_s = args.step_s or ConvertConfig().future_stride / ConvertConfig().raw_rate_hz
     model = setup.model.eval()
