@@ -114,6 +114,17 @@ def median_and_spread(values: Sequence[float]) -> tuple[float, float, float]:
     return statistics.median(values), min(values), max(values)
 
 
+def write_result(out: Path, name: str, *, command: str, checkpoint: str, table: str, **fields: Any) -> None:
+    """A checkpoint diagnostic's results into ``out``: ``<name>.json`` (the command, the checkpoint, the machine and
+    ``fields``) and ``<name>.md`` (the command and ``table``)."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(
+        {"command": command, "checkpoint": checkpoint, **fields, "machine": machine_info()}, indent=1))
+    (out / f"{name}.md").write_text(f"Command: `{command}` (checkpoint {checkpoint})\n\n{table}\n")
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub markdown table; floats are printed with 3 significant decimals."""
     def cell(v: Any) -> str:

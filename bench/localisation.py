@@ -12,7 +12,6 @@ apart "not found" from "found but placed too imprecisely for IoU 0.5", which AP 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine_info, markdown_table  # noqa: E402
+from bench.common import markdown_table, write_result  # noqa: E402
 from models.batch import Batch  # noqa: E402
 from models.detections import SceneDetections  # noqa: E402
 from trainer.eval.iou import bev_iou  # noqa: E402
@@ -93,13 +92,9 @@ def main() -> None:
                                      s["width_ratio_median"], s["yaw_err_median_deg"]] for s in summary])
     print(table)
     if args.out is not None:
-        command = "python bench/localisation.py " + " ".join(sys.argv[1:])
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "localisation.json").write_text(json.dumps(
-            {"command": command, "checkpoint": str(setup.resolved.path), "radius": args.radius, "score": args.score,
-             "machine": machine_info(), "classes": summary}, indent=1))
-        (args.out / "localisation.md").write_text(
-            f"Command: `{command}` (checkpoint {setup.resolved.path})\n\n{table}\n")
+        write_result(args.out, "localisation", command="python bench/localisation.py " + " ".join(sys.argv[1:]),
+                     checkpoint=str(setup.resolved.path), table=table, radius=args.radius, score=args.score,
+                     classes=summary)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine_info, markdown_table  # noqa: E402
+from bench.common import markdown_table, write_result  # noqa: E402
 from models.batch import Batch  # noqa: E402
 from models.detections import SceneDetections  # noqa: E402
 from models.track_decode import TrackDecoder, to_box_frame  # noqa: E402
@@ -229,13 +228,8 @@ def main() -> None:
     table = markdown_table(header, [[g[k] for k in keys] for g in groups])
     print(table)
     if args.out is not None:
-        command = "python bench/prediction_errors.py " + " ".join(sys.argv[1:])
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "prediction_errors.json").write_text(json.dumps(
-            {"command": command, "checkpoint": str(setup.resolved.path), "score": score, "radius": radius,
-             "machine": machine_info(), "groups": groups}, indent=1))
-        (args.out / "prediction_errors.md").write_text(
-            f"Command: `{command}` (checkpoint {setup.resolved.path})\n\n{table}\n")
+        write_result(args.out, "prediction_errors", command="python bench/prediction_errors.py " + " ".join(sys.argv[1:]),
+                     checkpoint=str(setup.resolved.path), table=table, score=score, radius=radius, groups=groups)
 
 
 if __name__ == "__main__":

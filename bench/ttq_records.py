@@ -107,10 +107,10 @@ def run_record(*, recipe: str, name: str, seed: int, records: list[dict[str, Any
         stage["end"] = ends.get(stage["stage"])
     last = finals[-1]
     final = {k: float(v) for k, v in last["eval"].items()} if last.get("eval") else {}
+    last_record = timeline(records)[-1]
     return {"recipe": recipe, "name": name, "seed": seed, "setup": setup, "curve": curve, "stages": stages,
-            "final": final, "steps": sum(s["steps"] for s in stages),
-            "train_time_s": timeline(records)[-1]["train_time_s"], "wall_time_s": timeline(records)[-1]["wall_time_s"],
-            "balancer": balancer_trace(records)}
+            "final": final, "steps": sum(s["steps"] for s in stages), "train_time_s": last_record["train_time_s"],
+            "wall_time_s": last_record["wall_time_s"], "balancer": balancer_trace(records)}
 
 
 def first_reaching(curve: list[dict[str, float]], targets: dict[str, float]) -> dict[str, float] | None:

@@ -4,6 +4,7 @@ has them."""
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 from torch import Tensor
 
@@ -20,6 +21,15 @@ def detections_to_cpu(det: SceneDetections) -> SceneDetections:
     return SceneDetections(**{f.name: getattr(det, f.name).cpu() for f in dataclasses.fields(det)})
 
 
+def scene_tracks(model: V2XModel, out: ModelOutput, frames: list[list[Tensor]], scene: int, boxes: Tensor,
+                 labels: Tensor) -> tuple[Tensor, Tensor]:
+    """The track decoder's (trajectories [N, K, T_f, 2] from each centre, mode logits [N, K]) for one scene's
+    boxes [N, 7]; ``frames[s][scene]``: that scene's points of past frame s (``scene_points``)."""
+    offsets = read_past_offsets(out.past_offsets[scene:scene + 1].float(), boxes[None, :, :2], model.geometry)
+    _, _, trajectories, logits = model.track_futures([f[scene] for f in frames], boxes, labels, offsets[0])
+    return trajectories, logits
+
+
 def decode_scenes(model: V2XModel, out: ModelOutput, view: Batch, *, score_threshold: float) -> list[SceneDetections]:
     """One ``SceneDetections`` per scene (CPU) from ``out``, the det + pred heads of ``model`` run on ``view``
     (whose points the point refinement and the track decoder read, in ``view``'s ego frame)."""
@@ -29,11 +39,7 @@ def decode_scenes(model: V2XModel, out: ModelOutput, view: Batch, *, score_thres
         refine = lambda scene, boxes, labels: model.refine_boxes(points[scene], boxes, labels)  # noqa: E731
     if model.track_head is not None and out.past_offsets is not None:
         frames = [scene_points(view, step) for step in range(out.past_offsets.shape[1])]
-
-        def tracks(scene: int, boxes: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-            offsets = read_past_offsets(out.past_offsets[scene:scene + 1].float(), boxes[None, :, :2], model.geometry)
-            _, _, trajectories, logits = model.track_futures([f[scene] for f in frames], boxes, labels, offsets[0])
-            return trajectories, logits
+        tracks = partial(scene_tracks, model, out, frames)
     return [detections_to_cpu(d) for d in decode_detections(out, model.geometry, score_threshold=score_threshold,
                                                              iou_rectifier=model.config.iou_rectifier, refine=refine,
                                                              tracks=tracks)]
