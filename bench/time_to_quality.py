@@ -14,8 +14,8 @@ Recipes, at the CPU scale of the default job (the ``small`` model, its synthetic
 Every stage of every recipe ends by the same rule, which stands in for the person who watches the curves:
 evaluate every ``--eval-every`` steps and stop after ``--patience`` evaluations in a row in which none of the
 stage's watched metrics (``STAGE_METRICS``) improved by ``--min-delta``; ``--cap`` (``--pretrain-cap``) steps at
-most. Runs go ``--lanes`` at a time, each with cores / lanes threads. ``--hours`` stops the runs in flight with
-a checkpoint (the trainer's exact resume takes them up on the next call).
+most. Runs go ``--lanes`` at a time, each with cores / lanes threads (or ``--threads``). ``--hours`` stops the
+runs in flight with a checkpoint (the trainer's exact resume takes them up on the next call).
 
 Label efficiency (``--label-shares``): (b) and (d) fine-tune on a share of the labelled training scenarios (the
 first ceil(share x N) of the built-in dataset's N, itself a dataset: scenario k depends only on the generator
@@ -211,6 +211,8 @@ def main() -> None:
     parser.add_argument("--label-shares", type=float, nargs="*", default=[],
                         help="also fine-tune (b) and (d) on these shares (0, 1) of the labelled scenarios")
     parser.add_argument("--lanes", type=int, default=2, help="runs side by side")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads per run (default: cores / lanes; set it when another bench shares the cores)")
     parser.add_argument("--hours", type=float, default=None, help="stop the runs in flight after this long")
     parser.add_argument("--override", nargs="*", default=[], help="extra a.b=value overrides for every run")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench_time_to_quality")
@@ -224,7 +226,9 @@ def main() -> None:
         parser.error("--cap and --pretrain-cap must be at least --eval-every")
     if any(not 0 < share < 1 for share in args.label_shares):
         parser.error("--label-shares must lie in (0, 1)")
-    args.threads = max(1, (os.cpu_count() or 1) // args.lanes)
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
+    args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.lanes)
     if not args.compile_only:
         deadline = time.time() + 3600 * args.hours if args.hours else None
         jobs = [(RECIPES[key], seed, 1.0) for seed in args.seeds for key in args.recipes]
