@@ -126,6 +126,11 @@ def record_path(out: Path, name: str) -> Path:
     return out / "time_to_quality" / "runs" / f"{name}.json"
 
 
+def log_path(run_dir: Path) -> Path:
+    """The console log of a run, beside its folder (``<name>.log``; the name's dots are not a suffix)."""
+    return run_dir.with_name(run_dir.name + ".log")
+
+
 def labelled_shards(share: float, args: argparse.Namespace) -> str:
     """The training shards of the first ceil(share x N) scenarios of the built-in dataset (generated once)."""
     from trainer.config_io import load_config
@@ -162,7 +167,7 @@ def run_one(recipe: Recipe, seed: int, share: float, args: argparse.Namespace, d
     stage_recipe = recipe if share == 1.0 or recipe.key == "b" else Recipe(recipe.key, recipe.name, config, ("finetune",))
     run_args = [*overrides(stage_recipe, seed, run_dir, args), *extra]
     print(f"[{recipe.key}] {name} -> {run_dir}", flush=True)
-    if not run_piece(config, run_args, log_path=run_dir.with_suffix(".log"), threads=args.threads,
+    if not run_piece(config, run_args, log_path=log_path(run_dir), threads=args.threads,
                      deadline=deadline):
         print(f"[{recipe.key}] {name}: paused at the deadline (checkpointed)", flush=True)
         return "paused"

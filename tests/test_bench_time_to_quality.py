@@ -10,7 +10,7 @@ import pytest
 import argparse
 import json
 
-from bench.time_to_quality import RECIPES, STAGE_METRICS, load_records, overrides
+from bench.time_to_quality import RECIPES, STAGE_METRICS, load_records, log_path, overrides, run_name
 from bench.ttq_records import (balancer_trace, compare, eval_metrics, first_reaching, quality_curve, run_record,
                                stage_costs)
 from bench.ttq_report import write_report
@@ -147,7 +147,6 @@ def test_every_stage_of_every_recipe_ends_on_its_own_plateau(key, tmp_path):
 def test_the_report_is_compiled_from_records_alone(tmp_path):
     curve = lambda scale: [dict(_point(200, 60.0 * scale, 0.3, 0.4), **{"AP@0.5/vehicle": 0.5, "minADE": 1.0}),  # noqa: E731
                            dict(_point(400, 120.0 * scale, 0.5, 0.6), **{"AP@0.5/vehicle": 0.7, "minADE": 0.9})]
-    runs = []
     for key, scale in (("a", 2.0), ("d", 1.0)):
         run = _run(key, 0, curve(scale))
         run.update(name=RECIPES[key].name, wall_time_s=150.0 * scale, final={"AP@0.5": 0.5, "EPA": 0.6,
@@ -167,6 +166,12 @@ def test_the_report_is_compiled_from_records_alone(tmp_path):
     assert (tmp_path / "time_to_quality.png").stat().st_size > 10_000
     assert (tmp_path / "time_to_quality_conflict.png").is_file()
     assert json.loads((tmp_path / "time_to_quality.json").read_text())["comparison"][0]["ratio_both"] == 0.5
+
+
+def test_every_run_has_its_own_log_even_when_its_name_holds_a_share(tmp_path):
+    names = [run_name(RECIPES["b"], 0, share) for share in (0.1, 0.25, 1.0)]
+    logs = [log_path(tmp_path / name) for name in names]
+    assert [p.name for p in logs] == ["joint_scratch_l0.1_s0.log", "joint_scratch_l0.25_s0.log", "joint_scratch_s0.log"]
 
 
 def test_label_runs_fine_tune_on_the_labelled_share_from_the_full_runs_pretraining(tmp_path, monkeypatch):
