@@ -52,6 +52,22 @@ def same_detections(a: list[SceneDetections], b: list[SceneDetections]) -> bool:
                                     for x, y in zip(a, b) for f in dataclasses.fields(x))
 
 
+# A scene run alone (``agent_view``) goes through other tensor shapes than inside its batch, so its floats may
+# differ in the last bits with the kernels' blocking (the thread count, the CPU): those comparisons allow that.
+TOL = {"rtol": 1e-5, "atol": 1e-5}
+
+
+def close_detections(a: list[SceneDetections], b: list[SceneDetections]) -> bool:
+    return len(a) == len(b) and all(getattr(x, f.name).shape == getattr(y, f.name).shape
+                                    and torch.allclose(getattr(x, f.name), getattr(y, f.name), **TOL)
+                                    for x, y in zip(a, b) for f in dataclasses.fields(x))
+
+
+def one_of(rows: torch.Tensor, box: torch.Tensor) -> bool:
+    """Whether ``box`` [7] is (to float precision) one of ``rows`` [N, 7]."""
+    return bool(torch.isclose(rows, box, **TOL).all(dim=1).any())
+
+
 def test_message_bytes_of_a_hand_computed_case():
     mask = torch.tensor([[True, True, True, False]])
     assert feature_message_bytes(None, mask, channels=16, height=40, width=40, bytes_per_value=4).tolist() == \
@@ -117,9 +133,9 @@ def test_late_fusion_merges_the_agents_own_detections_and_counts_them(model, bat
     for b, det in enumerate(late.detections):
         agents = [a for a in range(batch.max_agents) if batch.agent_mask[b, a]]
         candidates = torch.cat([detections_to_frame(own[a][b], batch.agent_to_ego[b, a]).boxes for a in agents])
-        assert all((candidates == box).all(dim=1).any() for box in det.boxes)  # each comes from some agent
+        assert all(one_of(candidates, box) for box in det.boxes)  # each comes from some agent
         assert len(det.scores) <= len(candidates) and bool((det.scores[:-1] >= det.scores[1:]).all())
-        from_ego = torch.stack([(own[0][b].boxes == box).all(dim=1).any() for box in det.boxes])
+        from_ego = torch.tensor([one_of(own[0][b].boxes, box) for box in det.boxes], dtype=torch.bool)
         assert bool((from_ego | model.geometry.inside(det.boxes[:, :2])).all())  # others' only on the ego's grid
         expected = [len(own[a][b].scores) * values * 4 if a in agents[1:] else 0 for a in range(batch.max_agents)]
         assert late.message_bytes[b].tolist() == expected
@@ -128,7 +144,7 @@ def test_late_fusion_merges_the_agents_own_detections_and_counts_them(model, bat
 def test_no_fusion_ignores_the_collaborators_and_sends_nothing(model, batch):
     none = predict_cooperative(model, batch, EvalConfig(fusion="none"))
     without = predict_cooperative(model, agent_view(batch, 0), EvalConfig(fusion="none"))
-    assert same_detections(none.detections, without.detections) and not none.message_bytes.any()
+    assert close_detections(none.detections, without.detections) and not none.message_bytes.any()
 
 
 def test_a_message_without_cells_is_no_message(config, batch):
