@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
@@ -117,8 +118,6 @@ def median_and_spread(values: Sequence[float]) -> tuple[float, float, float]:
 def write_result(out: Path, name: str, *, command: str, checkpoint: str, table: str, **fields: Any) -> None:
     """A checkpoint diagnostic's results into ``out``: ``<name>.json`` (the command, the checkpoint, the machine and
     ``fields``) and ``<name>.md`` (the command and ``table``)."""
-    import json
-
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(
         {"command": command, "checkpoint": checkpoint, **fields, "machine": machine_info()}, indent=1))

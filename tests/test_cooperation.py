@@ -47,19 +47,16 @@ def batch(config):
     return make_batch(config, num_scenes=2, agents=[2, 4], num_objects=4, ground_points=150, seed=4)
 
 
-def same_detections(a: list[SceneDetections], b: list[SceneDetections]) -> bool:
-    return len(a) == len(b) and all(torch.equal(getattr(x, f.name), getattr(y, f.name))
-                                    for x, y in zip(a, b) for f in dataclasses.fields(x))
-
-
 # A scene run alone (``agent_view``) goes through other tensor shapes than inside its batch, so its floats may
 # differ in the last bits with the kernels' blocking (the thread count, the CPU): those comparisons allow that.
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 
 
-def close_detections(a: list[SceneDetections], b: list[SceneDetections]) -> bool:
-    return len(a) == len(b) and all(getattr(x, f.name).shape == getattr(y, f.name).shape
-                                    and torch.allclose(getattr(x, f.name), getattr(y, f.name), **TOL)
+def same_detections(a: list[SceneDetections], b: list[SceneDetections], *, close: bool = False) -> bool:
+    """Equal field by field: exactly, or (``close``) to float precision."""
+    def same(x: torch.Tensor, y: torch.Tensor) -> bool:
+        return x.shape == y.shape and torch.allclose(x, y, **TOL) if close else torch.equal(x, y)
+    return len(a) == len(b) and all(same(getattr(x, f.name), getattr(y, f.name))
                                     for x, y in zip(a, b) for f in dataclasses.fields(x))
 
 
@@ -144,7 +141,7 @@ def test_late_fusion_merges_the_agents_own_detections_and_counts_them(model, bat
 def test_no_fusion_ignores_the_collaborators_and_sends_nothing(model, batch):
     none = predict_cooperative(model, batch, EvalConfig(fusion="none"))
     without = predict_cooperative(model, agent_view(batch, 0), EvalConfig(fusion="none"))
-    assert close_detections(none.detections, without.detections) and not none.message_bytes.any()
+    assert same_detections(none.detections, without.detections, close=True) and not none.message_bytes.any()
 
 
 def test_a_message_without_cells_is_no_message(config, batch):
